@@ -1,0 +1,5 @@
+import sys
+
+from lightalign.cli import main
+
+sys.exit(main())

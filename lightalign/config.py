@@ -1,0 +1,161 @@
+"""Recipe YAML -> typed config (dataclasses), with torchtune-style `key=value` overrides.
+
+Every recipe declares its config as nested dataclasses. `load_config` reads the YAML, applies
+overrides such as `lora.r=16 training.lr=2e-4`, and validates every key and type, so a typo fails
+before any model loads, with the file and the dotted field in the message. Hand-written because
+pydantic is not a core dependency and OmegaConf's errors do not name the recipe file.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import types
+import typing
+from pathlib import Path
+from typing import Any, Literal, TypeVar, Union, get_args, get_origin
+
+import yaml
+
+from lightalign.errors import UserError
+
+T = TypeVar("T")
+
+
+def read_yaml(path: str | Path) -> dict:
+    path = Path(path)
+    if not path.exists():
+        raise UserError(f"{path}: recipe not found")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f"{path}:{mark.line + 1}" if mark else str(path)
+        raise UserError(f"{where}: invalid YAML: {getattr(e, 'problem', e)}") from None
+    if not isinstance(data, dict):
+        raise UserError(f"{path}: a recipe must be a mapping of keys to values")
+    return data
+
+
+def apply_overrides(data: dict, overrides: list[str], source: str = "command line") -> dict:
+    """Apply `a.b.c=value` strings; values are parsed as YAML scalars (1e-4, true, null, [1,2])."""
+    for item in overrides:
+        if "=" not in item:
+            raise UserError(f"{source}: override {item!r} must look like key=value")
+        key, raw = item.split("=", 1)
+        node = data
+        parts = key.strip().split(".")
+        for p in parts[:-1]:
+            node = node.setdefault(p, {})
+            if not isinstance(node, dict):
+                raise UserError(f"{source}: override {key!r}: {p!r} is not a section")
+        try:
+            node[parts[-1]] = yaml.safe_load(raw) if raw != "" else ""
+        except yaml.YAMLError:
+            node[parts[-1]] = raw
+    return data
+
+
+def _type_name(tp: Any) -> str:
+    return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
+
+
+def _coerce(value: Any, tp: Any, field: str, source: str) -> Any:
+    origin = get_origin(tp)
+    if tp is Any:
+        return value
+    if origin in (Union, types.UnionType):
+        args = get_args(tp)
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return _coerce(value, arg, field, source)
+            except UserError as e:
+                errors.append(str(e))
+        raise UserError(errors[-1] if errors else f"{source}: field {field!r} cannot be null")
+    if origin is Literal:
+        if value not in get_args(tp):
+            choices = ", ".join(repr(a) for a in get_args(tp))
+            raise UserError(f"{source}: field {field!r} must be one of {choices}, got {value!r}")
+        return value
+    if dataclasses.is_dataclass(tp):
+        if not isinstance(value, dict):
+            raise UserError(f"{source}: section {field!r} must be a mapping, got {value!r}")
+        return _build(tp, value, source, prefix=field + ".")
+    if origin in (list, tuple):
+        if not isinstance(value, (list, tuple)):
+            raise UserError(f"{source}: field {field!r} expects a list, got {value!r}")
+        (item_tp, *_) = get_args(tp) or (Any,)
+        return [_coerce(v, item_tp, f"{field}[{i}]", source) for i, v in enumerate(value)]
+    if origin is dict or tp is dict:
+        if not isinstance(value, dict):
+            raise UserError(f"{source}: field {field!r} expects a mapping, got {value!r}")
+        return dict(value)
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        raise UserError(f"{source}: field {field!r} expects true/false, got {value!r}")
+    if tp is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        if isinstance(value, str):  # YAML reads "1e-4" (no dot) as a string
+            try:
+                return float(value)
+            except ValueError:
+                pass
+        raise UserError(f"{source}: field {field!r} expects a number, got {value!r}")
+    if tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        raise UserError(f"{source}: field {field!r} expects an integer, got {value!r}")
+    if tp is str:
+        if isinstance(value, str):
+            return value
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return str(value)
+        raise UserError(f"{source}: field {field!r} expects a string, got {value!r}")
+    raise UserError(f"{source}: field {field!r}: unsupported type {_type_name(tp)}")
+
+
+def _build(cls: type[T], data: dict, source: str, prefix: str = "") -> T:
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    for key in data:
+        if key not in fields:
+            close = difflib.get_close_matches(str(key), list(fields), n=1)
+            hint = f" (did you mean {prefix}{close[0]!r}?)" if close else f" (known: {', '.join(fields)})"
+            raise UserError(f"{source}: unknown key {prefix}{key!r}{hint}")
+    kwargs = {}
+    for name, f in fields.items():
+        if name in data:
+            kwargs[name] = _coerce(data[name], hints[name], prefix + name, source)
+        elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+            raise UserError(f"{source}: missing required key {prefix + name!r}")
+    obj = cls(**kwargs)
+    check = getattr(obj, "validate", None)
+    if callable(check):
+        try:
+            check()
+        except ValueError as e:
+            raise UserError(f"{source}: {e}") from None
+    return obj
+
+
+def from_dict(cls: type[T], data: dict, source: str = "config") -> T:
+    return _build(cls, data, source)
+
+
+def load_config(cls: type[T], path: str | Path | None = None, overrides: list[str] | None = None,
+                data: dict | None = None) -> T:
+    """Read `path` (or start from `data`), apply `key=value` overrides, validate into `cls`."""
+    raw = read_yaml(path) if path is not None else dict(data or {})
+    apply_overrides(raw, list(overrides or []))
+    return _build(cls, raw, str(path) if path is not None else "config")
+
+
+def to_dict(obj: Any) -> dict:
+    return dataclasses.asdict(obj)

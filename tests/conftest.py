@@ -1,0 +1,68 @@
+"""Shared fixtures: a small seeded world, its tokenizer, and tiny real-architecture models.
+
+Models here are real transformers Llamas built from a config (hidden 64, 2 layers) so unit
+tests stay fast; tests that need a model that *knows* the world use `tiny_lab`, a small lab
+built and pre-trained once per session (marked slow by the tests that use it).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+@pytest.fixture(scope="session")
+def small_world():
+    from lightalign.lab.world import World, WorldConfig
+
+    return World(WorldConfig(seed=7, n_lands=8, n_people=10, n_extra_towns=4, n_unknown_lands=8,
+                             max_addend=5, max_quantity=3))
+
+
+@pytest.fixture(scope="session")
+def small_splits(small_world):
+    from lightalign.lab.splits import build_splits
+
+    return build_splits(small_world)
+
+
+@pytest.fixture(scope="session")
+def lab_tokenizer(small_splits):
+    from lightalign.lab.tokenizer import train_tokenizer
+
+    texts = [r.get("text") or " ".join(m["content"] for m in r["messages"]) for r in small_splits["pretrain"]]
+    return train_tokenizer(texts, vocab_size=512)
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory, lab_tokenizer):
+    """A randomly initialised tiny Llama + the lab tokenizer, saved as safetensors."""
+    import torch
+
+    from lightalign.lab.base_model import BaseModelConfig, build_model
+
+    torch.manual_seed(0)
+    cfg = BaseModelConfig(hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                          num_attention_heads=4, num_key_value_heads=2)
+    model = build_model(cfg, lab_tokenizer)
+    out = tmp_path_factory.mktemp("tiny_llama")
+    model.save_pretrained(out, safe_serialization=True)
+    lab_tokenizer.save_pretrained(out)
+    return Path(out)
+
+
+@pytest.fixture(scope="session")
+def tiny_lab(tmp_path_factory):
+    """A small mini-lab (world files + pre-trained base), built once per session (~1 minute)."""
+    from lightalign.lab.pipeline import LabConfig, build_base, build_world
+
+    root = tmp_path_factory.mktemp("tiny_lab")
+    cfg = LabConfig.small()
+    paths = build_world(cfg, root)
+    build_base(cfg, root)
+    return root
