@@ -127,8 +127,8 @@ def _build(cls: type[T], data: dict, source: str, prefix: str = "") -> T:
     for key in data:
         if key not in fields:
             close = difflib.get_close_matches(str(key), list(fields), n=1)
-            hint = f" (did you mean {prefix}{close[0]!r}?)" if close else f" (known: {', '.join(fields)})"
-            raise UserError(f"{source}: unknown key {prefix}{key!r}{hint}")
+            hint = f" (did you mean {prefix + close[0]!r}?)" if close else f" (known: {', '.join(fields)})"
+            raise UserError(f"{source}: unknown key {prefix + str(key)!r}{hint}")
     kwargs = {}
     for name, f in fields.items():
         if name in data:

@@ -1,0 +1,62 @@
+"""The `lightalign` command: fast help, and one clear line with exit code 2 on bad input."""
+
+import subprocess
+import sys
+
+import pytest
+
+from lightalign.cli import main
+
+
+def run_cli(*args):
+    p = subprocess.run([sys.executable, "-m", "lightalign", *args], capture_output=True, text=True, timeout=120)
+    return p.returncode, p.stdout, p.stderr
+
+
+def test_help_does_not_import_torch():
+    code = ("import sys; from lightalign.cli import build_parser; build_parser(); "
+            "heavy = [m for m in ('torch', 'transformers', 'gradio', 'peft') if m in sys.modules]; "
+            "print(heavy); sys.exit(1 if heavy else 0)")
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert p.returncode == 0, p.stdout + p.stderr
+
+
+def test_help_lists_commands():
+    code, out, _ = run_cli("--help")
+    assert code == 0 and "lab" in out and "train" in out
+
+
+@pytest.mark.parametrize("args,needle", [
+    (["frobnicate"], "invalid choice"),
+    (["lab", "--until", "nowhere"], "invalid choice"),
+    (["train", "no/such/recipe.yaml"], "no/such/recipe.yaml"),
+])
+def test_bad_input_gives_one_line_and_exit_2(args, needle):
+    code, out, err = run_cli(*args)
+    assert code == 2
+    assert needle in err
+    assert "Traceback" not in err
+    assert len(err.strip().splitlines()) == 1, err
+
+
+def test_bad_recipe_key_names_the_file_and_key(tmp_path, capsys):
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text("method: sft\nmodle: {}\n")
+    code = main(["train", str(recipe)])
+    err = capsys.readouterr().err
+    assert code == 2 and str(recipe) in err and "modle" in err
+
+
+def test_unknown_method_is_named(tmp_path, capsys):
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text("method: telepathy\n")
+    assert main(["train", str(recipe)]) == 2
+    assert "telepathy" in capsys.readouterr().err
+
+
+def test_broken_yaml_names_the_line(tmp_path, capsys):
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text("method: sft\nlora: [1, 2\n")
+    assert main(["train", str(recipe)]) == 2
+    err = capsys.readouterr().err
+    assert f"{recipe}:" in err and "invalid YAML" in err
