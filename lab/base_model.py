@@ -19,8 +19,8 @@ class BaseModelConfig:
     num_attention_heads: int = 4
     num_key_value_heads: int = 2
     block_size: int = 128
-    epochs: float = 6.0
-    batch_size: int = 32
+    epochs: float = 12.0
+    batch_size: int = 16
     lr: float = 3e-3
     warmup_ratio: float = 0.05
     seed: int = 0
@@ -80,6 +80,6 @@ def train_base(cfg: BaseModelConfig, data_dir: Path, out_dir: Path) -> Path:
     tokenizer.save_pretrained(out_dir)
     losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
     return {"train_loss": result.training_loss, "final_loss": losses[-1] if losses else None,
-            "blocks": len(blocks), "tokens": len(blocks) * cfg.block_size,
+            "blocks": len(blocks), "tokens": len(blocks) * cfg.block_size, "epochs": cfg.epochs,
             "params": sum(p.numel() for p in model.parameters()),
             "seconds": result.metrics.get("train_runtime")}

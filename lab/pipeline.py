@@ -34,9 +34,9 @@ class LabConfig:
         """A lab small enough for the test suite: same shapes, fewer entities, a smaller model."""
         return cls(
             world=WorldConfig(seed=3, n_lands=10, n_people=12, n_extra_towns=4, n_unknown_lands=10,
-                              max_addend=5, max_quantity=4, docs_per_fact=8, n_capability_docs=60),
-            base=BaseModelConfig(hidden_size=96, intermediate_size=256, num_hidden_layers=2,
-                                 vocab_size=768, epochs=10.0, batch_size=16, lr=4e-3),
+                              max_addend=5, max_quantity=4, docs_per_fact=16, n_capability_docs=60),
+            base=BaseModelConfig(hidden_size=128, intermediate_size=256, num_hidden_layers=2,
+                                 vocab_size=768, epochs=30.0, batch_size=16, lr=5e-3),
         )
 
 
@@ -109,7 +109,8 @@ def build_base(cfg: LabConfig, root: Path, log=print) -> Path:
     info = train_base(cfg.base, Path(root) / "data", tmp)
     shutil.rmtree(tmp / "trainer", ignore_errors=True)
     _commit_stage(tmp, final, key, info)
-    log(f"[base] trained {info['params']:,} params on {info['tokens']:,} tokens in {info['seconds']:.0f}s")
+    log(f"[base] trained {info['params']:,} params, {info['epochs']:g} epochs of {info['tokens']:,} tokens, "
+        f"in {info['seconds']:.0f}s")
     return final
 
 
