@@ -1,0 +1,288 @@
+"""The OpenAI-compatible endpoint: forward each chat completion upstream, post-edit it with the Aligner.
+
+The response keeps the OpenAI schema. What the Aligner did is in an extension field
+(`"lightalign": {"original", "changed", "fallback"}` on the completion and on each choice) and in
+the headers `X-Lightalign-Changed` / `X-Lightalign-Fallback`. With `stream=true` the corrected
+answer is streamed as `chat.completion.chunk` SSE events once it is ready: the correction needs
+the whole upstream answer, and waiting before the first byte lets upstream errors still arrive as
+proper HTTP statuses instead of an error in the middle of a 200 stream.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import json
+import logging
+import time
+import uuid
+from contextlib import asynccontextmanager
+from typing import Any, Protocol
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, StreamingResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from lightalign.serve.batcher import MicroBatcher
+from lightalign.serve.config import ServeConfig
+from lightalign.serve.errors import APIError, UpstreamError
+
+log = logging.getLogger("lightalign.serve")
+
+
+class Upstream(Protocol):
+    """Where answers come from (serve/upstream.py has the HTTP and local-model ones)."""
+
+    model_id: str
+
+    async def start(self) -> None: ...
+
+    async def stop(self) -> None: ...
+
+    async def chat(self, body: dict) -> dict:
+        """An OpenAI `chat.completion` dict for a non-streaming request body; raises UpstreamError."""
+
+
+class Correcter(Protocol):
+    def correct_batch(self, pairs: list[tuple[str, str]], batch_size: int) -> list:
+        """One result per pair, with .text, .changed and .fallback (None or why the answer was kept)."""
+
+
+def question_of(messages: list[dict]) -> str:
+    """What the Aligner is told the question was: the last user turn (text parts joined)."""
+    for message in reversed(messages):
+        if message.get("role") == "user":
+            return content_text(message.get("content"))
+    return content_text(messages[-1].get("content")) if messages else ""
+
+
+def content_text(content: Any) -> str:
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):  # [{"type": "text", "text": ...}, {"type": "image_url", ...}]
+        return "\n".join(p.get("text", "") for p in content if isinstance(p, dict) and p.get("type") == "text")
+    return ""
+
+
+def validate_body(body: Any, cfg: ServeConfig) -> dict:
+    if not isinstance(body, dict):
+        raise APIError(400, "request body must be a JSON object")
+    messages = body.get("messages")
+    if not isinstance(messages, list) or not messages:
+        raise APIError(400, "'messages' must be a non-empty list", param="messages")
+    if len(messages) > cfg.max_messages:
+        raise APIError(400, f"too many messages ({len(messages)} > {cfg.max_messages})", param="messages")
+    for i, m in enumerate(messages):
+        if not isinstance(m, dict) or not isinstance(m.get("role"), str):
+            raise APIError(400, f"messages[{i}] must be an object with a 'role'", param=f"messages[{i}]")
+        if m.get("content") is not None and not isinstance(m.get("content"), (str, list)):
+            raise APIError(400, f"messages[{i}].content must be a string or a list of parts",
+                           param=f"messages[{i}].content")
+    if not isinstance(body.get("stream", False), bool):
+        raise APIError(400, "'stream' must be a boolean", param="stream")
+    return body
+
+
+def _error_response(err: APIError) -> JSONResponse:
+    return JSONResponse(err.body(), status_code=err.status, headers=err.headers)
+
+
+def _flag_headers(info: dict) -> dict:
+    headers = {"X-Lightalign-Changed": "true" if info["changed"] else "false"}
+    if info["fallback"]:
+        # header values must be one line of latin-1: keep printable ASCII (the full reason is in the JSON)
+        reason = "".join(ch if " " <= ch <= "~" else "?" for ch in str(info["fallback"])[:200])
+        headers["X-Lightalign-Fallback"] = reason
+    return headers
+
+
+def create_app(config: ServeConfig, upstream: Upstream, aligner: Correcter) -> FastAPI:
+    config.validate()
+    # the whole micro-batch in one Aligner call (its own default chunk size would split it)
+    batcher = MicroBatcher(lambda pairs: aligner.correct_batch(pairs, batch_size=len(pairs)),
+                           config.max_batch_size, config.max_wait_ms, name="aligner")
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        await upstream.start()
+        await batcher.start()
+        try:
+            yield
+        finally:
+            await batcher.stop()
+            await upstream.stop()
+
+    app = FastAPI(title="lightalign serve", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
+    app.state.config, app.state.batcher, app.state.upstream = config, batcher, upstream
+
+    @app.exception_handler(APIError)
+    async def _api_error(request: Request, err: APIError):
+        return _error_response(err)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(request: Request, err: StarletteHTTPException):
+        return _error_response(APIError(err.status_code, str(err.detail),
+                                        code="not_found" if err.status_code == 404 else None))
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation_error(request: Request, err: RequestValidationError):
+        return _error_response(APIError(400, str(err.errors()[:3])))
+
+    def check_key(request: Request) -> None:
+        if not config.api_key:
+            return
+        auth = request.headers.get("authorization", "")
+        scheme, _, token = auth.partition(" ")
+        # compare_digest: the time taken does not reveal how much of a guessed key was right
+        if scheme.lower() != "bearer" or not hmac.compare_digest(token.strip().encode(), config.api_key.encode()):
+            raise APIError(401, "missing or invalid API key (send 'Authorization: Bearer <key>')",
+                           code="invalid_api_key", headers={"WWW-Authenticate": "Bearer"})
+
+    async def read_json(request: Request) -> Any:
+        declared = request.headers.get("content-length")
+        if declared and declared.isdigit() and int(declared) > config.max_request_bytes:
+            raise APIError(413, f"request body larger than {config.max_request_bytes} bytes", code="request_too_large")
+        chunks, size = [], 0
+        async for chunk in request.stream():  # counted as it arrives: a chunked upload cannot lie
+            size += len(chunk)
+            if size > config.max_request_bytes:
+                raise APIError(413, f"request body larger than {config.max_request_bytes} bytes",
+                               code="request_too_large")
+            chunks.append(chunk)
+        try:
+            return json.loads(b"".join(chunks))
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+            raise APIError(400, f"request body is not valid JSON: {e}") from None
+
+    async def correct(question: str, answer: str) -> dict:
+        """One correction through the batcher; any Aligner failure falls back to the answer, flagged."""
+        try:
+            result = await batcher.submit((question, answer))
+        except Exception as e:  # noqa: BLE001 - the upstream answer is still worth returning
+            log.warning("aligner failed, returning the upstream answer: %s", type(e).__name__)
+            return {"text": answer, "original": answer, "changed": False,
+                    "fallback": f"aligner_error: {type(e).__name__}"}
+        fallback = getattr(result, "fallback", None)
+        return {"text": result.text, "original": answer, "changed": bool(getattr(result, "changed", result.text != answer)),
+                "fallback": fallback or None}
+
+    @app.get("/health")
+    async def health():
+        return {"status": "ok" if batcher.running else "starting", "model": upstream.model_id,
+                "aligner_batches": batcher.stats.as_dict()}
+
+    @app.get("/v1/models")
+    async def models(request: Request):
+        check_key(request)
+        return {"object": "list", "data": [{"id": upstream.model_id, "object": "model", "created": 0,
+                                            "owned_by": "lightalign"}]}
+
+    @app.post("/v1/chat/completions")
+    async def chat_completions(request: Request):
+        check_key(request)
+        body = validate_body(await read_json(request), config)
+        stream = body.get("stream", False)
+        options = body.get("stream_options")
+        include_usage = isinstance(options, dict) and bool(options.get("include_usage"))
+        upstream_body = {k: v for k, v in body.items() if k not in ("stream", "stream_options")}
+        try:
+            reply = await asyncio.wait_for(upstream.chat(upstream_body), config.upstream_timeout_s)
+        except asyncio.TimeoutError:
+            raise UpstreamError.timeout(config.upstream_timeout_s) from None
+        choices = reply.get("choices") if isinstance(reply, dict) else None
+        if not isinstance(choices, list) or not choices:
+            raise UpstreamError(502, "upstream answer has no choices", type="upstream_error", code="upstream_error")
+
+        question = question_of(body["messages"])
+        pending = []
+        for choice in choices:
+            message = choice.get("message") or {}
+            text = message.get("content")
+            if isinstance(text, str):  # an empty answer too: the Aligner may write the missing one
+                pending.append(correct(question, text))
+            else:  # tool calls only: no text to edit
+                pending.append(_skip(text))
+        infos = await asyncio.gather(*pending)
+        for choice, info in zip(choices, infos):
+            if info["fallback"] != "no_text":
+                choice.setdefault("message", {})["content"] = info["text"]
+            choice["lightalign"] = {k: info[k] for k in ("original", "changed", "fallback")}
+        reply.setdefault("id", f"chatcmpl-{uuid.uuid4().hex}")
+        reply.setdefault("created", int(time.time()))
+        reply["object"] = "chat.completion"
+        reply["model"] = reply.get("model") or upstream.model_id
+        reply["lightalign"] = choices[0]["lightalign"]
+        headers = _flag_headers(choices[0]["lightalign"])
+        if not stream:
+            return JSONResponse(reply, headers=headers)
+        headers.update({"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+        return StreamingResponse(_sse(reply, config.stream_chunk_words, include_usage),
+                                 media_type="text/event-stream", headers=headers)
+
+    return app
+
+
+async def _skip(text) -> dict:
+    return {"text": text, "original": text, "changed": False, "fallback": "no_text"}
+
+
+def _words(text: str, per_chunk: int) -> list[str]:
+    """Split into pieces that concatenate back to `text` exactly (whitespace kept)."""
+    import re
+
+    tokens = re.findall(r"\s*\S+|\s+$", text)
+    return ["".join(tokens[i:i + per_chunk]) for i in range(0, len(tokens), per_chunk)] or [""]
+
+
+async def _sse(reply: dict, per_chunk: int, include_usage: bool):
+    """The finished completion as OpenAI `chat.completion.chunk` events, then `data: [DONE]`."""
+    base = {"id": reply["id"], "object": "chat.completion.chunk", "created": reply["created"],
+            "model": reply["model"]}
+    if reply.get("system_fingerprint"):
+        base["system_fingerprint"] = reply["system_fingerprint"]
+
+    def event(choices: list, **extra) -> str:
+        return f"data: {json.dumps({**base, 'choices': choices, **extra}, ensure_ascii=False)}\n\n"
+
+    for choice in reply["choices"]:
+        index = choice.get("index", 0)
+        message = choice.get("message") or {}
+        yield event([{"index": index, "delta": {"role": "assistant", "content": ""}, "finish_reason": None}])
+        if message.get("content"):
+            for piece in _words(message["content"], per_chunk):
+                yield event([{"index": index, "delta": {"content": piece}, "finish_reason": None}])
+        if message.get("tool_calls"):
+            calls = [{"index": i, **call} for i, call in enumerate(message["tool_calls"])]
+            yield event([{"index": index, "delta": {"tool_calls": calls}, "finish_reason": None}])
+        yield event([{"index": index, "delta": {}, "finish_reason": choice.get("finish_reason") or "stop",
+                      "lightalign": choice.get("lightalign")}], lightalign=choice.get("lightalign"))
+    if include_usage:  # as OpenAI does: a last chunk with no choices (usage null if the upstream gave none)
+        yield event([], usage=reply.get("usage"))
+    yield "data: [DONE]\n\n"
+
+
+def create_plain_app(upstream: Upstream) -> FastAPI:
+    """The upstream alone as an OpenAI chat endpoint, uncorrected (non-streaming): the baseline to
+    compare the corrected endpoint with, and the upstream server of the load benchmark."""
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        await upstream.start()
+        try:
+            yield
+        finally:
+            await upstream.stop()
+
+    app = FastAPI(title="lightalign plain upstream", lifespan=lifespan, docs_url=None, redoc_url=None,
+                  openapi_url=None)
+    app.add_exception_handler(APIError, lambda request, err: _error_response(err))
+
+    @app.post("/v1/chat/completions")
+    async def chat_completions(request: Request):
+        body = await request.json()
+        if body.get("stream"):
+            raise APIError(400, "this plain server does not stream", param="stream")
+        return await upstream.chat(body)
+
+    return app

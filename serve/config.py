@@ -1,0 +1,46 @@
+"""Settings of `lightalign serve`, with safe defaults (loopback only, bounded requests)."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+
+from lightalign.errors import UserError
+
+
+@dataclass
+class ServeConfig:
+    host: str = "127.0.0.1"              # loopback only unless the user asks for more
+    port: int = 8000
+    # Clients must send `Authorization: Bearer <api_key>` when set. repr=False: never printed.
+    api_key: str | None = field(default=None, repr=False)
+    max_request_bytes: int = 1_000_000   # larger bodies -> 413
+    max_messages: int = 256              # more messages -> 400
+    max_batch_size: int = 16             # corrections per Aligner call
+    max_wait_ms: float = 10.0            # how long the first request of a batch waits for company
+    upstream_timeout_s: float = 120.0    # an upstream slower than this -> 504
+    default_max_tokens: int = 128        # local upstream: new tokens when the client sets none
+    max_tokens_limit: int = 1024         # local upstream: a larger request is clipped to this
+    stream_chunk_words: int = 1          # SSE: words per content chunk of the corrected answer
+
+    def validate(self) -> None:
+        if not 0 < self.port < 65536:
+            raise UserError(f"--port {self.port}: must be between 1 and 65535")
+        for name in ("max_request_bytes", "max_messages", "max_batch_size", "default_max_tokens",
+                     "max_tokens_limit", "stream_chunk_words"):
+            if getattr(self, name) < 1:
+                raise UserError(f"serve config: {name} must be >= 1, got {getattr(self, name)}")
+        if self.max_wait_ms < 0 or self.upstream_timeout_s <= 0:
+            raise UserError("serve config: max_wait_ms must be >= 0 and upstream_timeout_s > 0")
+
+
+def secret_from_env(var: str | None, what: str, required: bool = True) -> str | None:
+    """Read a key from an environment variable; the message names the variable, never the value."""
+    if not var:
+        return None
+    value = os.environ.get(var, "").strip()
+    if not value:
+        if required:
+            raise UserError(f"{what}: environment variable {var} is not set or empty")
+        return None
+    return value

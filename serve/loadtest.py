@@ -1,0 +1,73 @@
+"""A bounded load generator for an OpenAI-compatible endpoint: N requests, C at a time.
+
+Used by the load test and benchmarks/bench_serve_load.py; also handy against a real deployment.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass, field
+
+
+@dataclass
+class LoadResult:
+    latencies: list[float] = field(default_factory=list)  # seconds, successful requests
+    errors: list[str] = field(default_factory=list)
+    replies: list[tuple[str, dict]] = field(default_factory=list)  # (question, completion json)
+    seconds: float = 0.0
+
+    def percentile(self, p: float) -> float:
+        if not self.latencies:
+            return float("nan")
+        xs = sorted(self.latencies)
+        k = min(len(xs) - 1, max(0, round(p / 100 * (len(xs) - 1))))
+        return xs[k]
+
+    @property
+    def throughput(self) -> float:
+        return len(self.latencies) / self.seconds if self.seconds else 0.0
+
+    def summary(self) -> dict:
+        return {"requests": len(self.latencies) + len(self.errors), "errors": len(self.errors),
+                "seconds": round(self.seconds, 3), "req_per_s": round(self.throughput, 2),
+                "p50_ms": round(self.percentile(50) * 1000, 1), "p90_ms": round(self.percentile(90) * 1000, 1),
+                "p99_ms": round(self.percentile(99) * 1000, 1)}
+
+
+async def _load(base_url: str, questions: list[str], n: int, concurrency: int, api_key: str | None,
+                max_tokens: int, timeout: float) -> LoadResult:
+    import httpx
+
+    result = LoadResult()
+    headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+    sem = asyncio.Semaphore(concurrency)
+    async with httpx.AsyncClient(headers=headers, timeout=timeout, limits=limits) as client:
+        async def one(i: int) -> None:
+            q = questions[i % len(questions)]
+            body = {"model": "any", "messages": [{"role": "user", "content": q}], "max_tokens": max_tokens}
+            async with sem:
+                t0 = time.perf_counter()
+                try:
+                    r = await client.post(f"{base_url.rstrip('/')}/chat/completions", json=body)
+                except httpx.HTTPError as e:
+                    result.errors.append(f"{type(e).__name__}: {e}")
+                    return
+                elapsed = time.perf_counter() - t0
+            if r.status_code != 200:
+                result.errors.append(f"HTTP {r.status_code}: {r.text[:200]}")
+                return
+            result.latencies.append(elapsed)
+            result.replies.append((q, r.json()))
+
+        t0 = time.perf_counter()
+        await asyncio.gather(*(one(i) for i in range(n)))
+        result.seconds = time.perf_counter() - t0
+    return result
+
+
+def run_load(base_url: str, questions: list[str], n: int = 200, concurrency: int = 20,
+             api_key: str | None = None, max_tokens: int = 16, timeout: float = 120.0) -> LoadResult:
+    """POST `n` chat completions to `base_url` (…/v1), at most `concurrency` in flight."""
+    return asyncio.run(_load(base_url, questions, n, concurrency, api_key, max_tokens, timeout))

@@ -1,0 +1,176 @@
+"""Where the served answers come from: an OpenAI-compatible URL, or a local transformers model.
+
+Both give `chat(body) -> chat.completion dict` and raise `UpstreamError` (-> 4xx/502/504).
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from typing import Callable, Sequence
+
+from lightalign.serve.batcher import MicroBatcher
+from lightalign.serve.errors import UpstreamError, redact
+
+
+class HTTPUpstream:
+    """Forward the client's request as is (temperature, max_tokens, tools, n ...) to `url`.
+
+    The whole request is relayed rather than reduced to a prompt string, so every parameter the
+    client set reaches the upstream and its id/usage come back unchanged. The key comes from the
+    environment (the CLI reads it) and is only ever put in the Authorization header.
+    Not `lightalign.aligner.connectors.OpenAICompatibleUpstream`: that one is built for batch jobs
+    (one question in, text out, fixed max_tokens/temperature, retries with backoff, errors as text),
+    while a proxy must keep the client's conversation and parameters, answer asynchronously, leave
+    retrying to the client, and return the upstream's HTTP status (429 stays 429, timeout -> 504).
+    """
+
+    def __init__(self, url: str, model: str | None = None, api_key: str | None = None,
+                 timeout_s: float = 120.0, max_connections: int = 64):
+        # max_connections: requests beyond it wait for a free connection instead of flooding the upstream
+        self.url = url.rstrip("/")
+        self.model = model
+        self.model_id = model or "upstream"
+        self._key = api_key
+        self._timeout = timeout_s
+        self._limits = max_connections
+        self._client = None
+
+    def __repr__(self) -> str:  # never show the key
+        return f"HTTPUpstream(url={self.url!r}, model={self.model!r})"
+
+    async def start(self) -> None:
+        import httpx
+
+        headers = {"Authorization": f"Bearer {self._key}"} if self._key else {}
+        limits = httpx.Limits(max_connections=self._limits, max_keepalive_connections=self._limits)
+        # retries=1 retries only a failed *connect* (the request was never sent), so it is safe for POST
+        transport = httpx.AsyncHTTPTransport(retries=1, limits=limits)
+        self._client = httpx.AsyncClient(
+            headers=headers, timeout=httpx.Timeout(self._timeout, connect=min(10.0, self._timeout)),
+            transport=transport, follow_redirects=False)  # a redirect could carry the Authorization header elsewhere
+
+    async def stop(self) -> None:
+        if self._client is not None:
+            await self._client.aclose()
+            self._client = None
+
+    async def chat(self, body: dict) -> dict:
+        import httpx
+
+        if self._client is None:
+            await self.start()
+        body = dict(body, stream=False)
+        if self.model:
+            body["model"] = self.model
+        try:
+            response = await self._client.post(f"{self.url}/chat/completions", json=body)
+        except httpx.TimeoutException:
+            raise UpstreamError.timeout(self._timeout) from None
+        except httpx.HTTPError as e:
+            raise UpstreamError.unreachable(redact(f"{type(e).__name__}: {e}", [self._key])) from None
+        if response.status_code >= 400:
+            raise UpstreamError.from_status(response.status_code, redact(_error_message(response), [self._key]),
+                                            retry_after=response.headers.get("retry-after"))
+        try:
+            reply = response.json()
+        except ValueError:
+            raise UpstreamError(502, "upstream answered with invalid JSON", type="upstream_error",
+                                code="upstream_error") from None
+        if not isinstance(reply, dict):
+            raise UpstreamError(502, "upstream answer is not a JSON object", type="upstream_error",
+                                code="upstream_error")
+        return reply
+
+
+def _error_message(response) -> str:
+    try:
+        err = response.json().get("error")
+        if isinstance(err, dict) and err.get("message"):
+            return str(err["message"])[:500]
+        if isinstance(err, str):
+            return err[:500]
+    except (ValueError, AttributeError):
+        pass
+    return (response.text or response.reason_phrase or "")[:500]
+
+
+class LocalUpstream:
+    """A local chat model; concurrent requests are generated in one batch (see MicroBatcher).
+
+    `generate_batch(list of message lists, max_new_tokens) -> list of (text, finish_reason,
+    prompt_tokens, completion_tokens)`: see `transformers_generator` for the transformers one.
+    Greedy decoding: sampling parameters are ignored, so a batch gives each request the answer
+    it would get alone.
+    """
+
+    def __init__(self, generate_batch: Callable[[list[list[dict]], int], Sequence[tuple]], model_id: str,
+                 default_max_tokens: int = 128, max_tokens_limit: int = 1024,
+                 max_batch_size: int = 16, max_wait_ms: float = 10.0):
+        self.model_id = model_id
+        self.default_max_tokens = default_max_tokens
+        self.max_tokens_limit = max_tokens_limit
+        self._generate_batch = generate_batch
+        self._batcher = MicroBatcher(self._run_batch, max_batch_size, max_wait_ms, name="upstream")
+
+    async def start(self) -> None:
+        await self._batcher.start()
+
+    async def stop(self) -> None:
+        await self._batcher.stop()
+
+    def _run_batch(self, items: list[tuple[list[dict], int]]) -> list[tuple]:
+        # one generate() per max_tokens value, so a short request does not pay for a long one
+        out: dict[int, tuple] = {}
+        for max_tokens in sorted({m for _, m in items}):
+            idx = [i for i, (_, m) in enumerate(items) if m == max_tokens]
+            for i, result in zip(idx, self._generate_batch([items[i][0] for i in idx], max_tokens)):
+                out[i] = result
+        return [out[i] for i in range(len(items))]
+
+    async def chat(self, body: dict) -> dict:
+        from lightalign.serve.app import content_text
+
+        n = body.get("n", 1)
+        if n not in (1, None):
+            raise UpstreamError(400, "a local upstream answers with n=1 only (decoding is greedy)",
+                                code="unsupported_parameter")
+        max_tokens = body.get("max_completion_tokens") or body.get("max_tokens") or self.default_max_tokens
+        if not isinstance(max_tokens, int) or max_tokens < 1:
+            raise UpstreamError(400, "max_tokens must be a positive integer", code="invalid_value")
+        max_tokens = min(max_tokens, self.max_tokens_limit)
+        messages = [{"role": m["role"], "content": content_text(m.get("content"))} for m in body["messages"]]
+        try:
+            text, finish, n_prompt, n_completion = await self._batcher.submit((messages, max_tokens))
+        except UpstreamError:
+            raise
+        except Exception as e:  # noqa: BLE001 - the model failed on this request: a gateway error
+            raise UpstreamError(502, f"local upstream failed: {type(e).__name__}: {e}"[:500],
+                                type="upstream_error", code="upstream_error") from None
+        return {"id": f"chatcmpl-{uuid.uuid4().hex}", "object": "chat.completion", "created": int(time.time()),
+                "model": self.model_id,
+                "choices": [{"index": 0, "message": {"role": "assistant", "content": text},
+                             "finish_reason": finish}],
+                "usage": {"prompt_tokens": n_prompt, "completion_tokens": n_completion,
+                          "total_tokens": n_prompt + n_completion}}
+
+
+def transformers_generator(model, tokenizer) -> Callable[[list[list[dict]], int], list[tuple]]:
+    """Batched greedy chat generation with a transformers model (left padding, the chat template)."""
+
+    def generate_batch(conversations: list[list[dict]], max_new_tokens: int) -> list[tuple]:
+        from lightalign.generation import generate_texts
+
+        prompts = [tokenizer.apply_chat_template(c, tokenize=False, add_generation_prompt=True)
+                   for c in conversations]
+        texts = generate_texts(model, tokenizer, prompts, max_new_tokens=max_new_tokens, batch_size=len(prompts))
+        out = []
+        for prompt, text in zip(prompts, texts):
+            n_prompt = len(tokenizer(prompt, add_special_tokens=False)["input_ids"])
+            n_completion = len(tokenizer(text, add_special_tokens=False)["input_ids"]) if text else 0
+            # generate_texts returns decoded text only: an answer that used the whole budget was cut
+            finish = "length" if n_completion >= max_new_tokens else "stop"
+            out.append((text, finish, n_prompt, n_completion))
+        return out
+
+    return generate_batch
