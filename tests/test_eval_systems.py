@@ -1,0 +1,181 @@
+"""Systems answer exactly as the models do when called directly, from one copy of the base weights,
+and the generation cache makes a re-run (or a resumed run) generate nothing twice."""
+
+from __future__ import annotations
+
+import pytest
+
+from lightalign.config import from_dict
+from lightalign.evaluation import systems as systems_mod
+from lightalign.evaluation.cache import GenerationCache
+from lightalign.evaluation.config import EvalConfig
+from lightalign.evaluation.systems import Systems, urial_system_prompt
+
+MAX_NEW = 12
+
+
+@pytest.fixture(scope="module")
+def lab(tmp_path_factory, small_splits, small_world, tiny_model_dir):
+    """base/ (tiny Llama that talks), adapters/dpo/ (random non-zero LoRA), aligner/ (trained to abstain)."""
+    from test_app_support import build_app_lab
+
+    return build_app_lab(tmp_path_factory.getbasetemp() / "app_lab", small_splits, small_world, tiny_model_dir)
+
+
+@pytest.fixture(scope="module")
+def records(small_splits):
+    recs = small_splits["eval_prompts"]
+    return [next(r for r in recs if r["kind"] == k) for k in ("answerable", "format", "harmful", "unanswerable")] + \
+        recs[:4]
+
+
+def make_cfg(lab, tmp_path, **gen):
+    return from_dict(EvalConfig, {
+        "base": {"path": str(lab / "base")},
+        "systems": [{"name": "base", "kind": "base"},
+                    {"name": "dpo", "kind": "adapter", "adapter": str(lab / "adapters" / "dpo")},
+                    {"name": "aligner", "kind": "aligner", "aligner": str(lab / "aligner")},
+                    {"name": "dpo+aligner", "kind": "adapter+aligner", "adapter": str(lab / "adapters" / "dpo"),
+                     "aligner": str(lab / "aligner")},
+                    {"name": "urial", "kind": "urial"}],
+        "dataset": {"name": "lab", "path": "unused.jsonl"},
+        "judges": [{"kind": "refusal"}],
+        "generation": {"max_new_tokens": MAX_NEW, "batch_size": 3, **gen},
+        "output": str(tmp_path), "progress": False})
+
+
+def answer_all(cfg, records, cache_path):
+    with GenerationCache(cache_path) as cache:
+        s = Systems(cfg, cache)
+        try:
+            return {sys.name: s.answer(sys, records) for sys in cfg.systems}
+        finally:
+            s.close()
+
+
+def test_systems_match_direct_calls_and_share_one_base(lab, records, tmp_path, monkeypatch):
+    import torch
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from lightalign.aligner import Aligner
+    from lightalign.generation import generate_chat
+
+    loads = []
+    real_load = systems_mod.load_base_model
+    monkeypatch.setattr(systems_mod, "load_base_model", lambda *a, **k: loads.append(a) or real_load(*a, **k))
+    cfg = make_cfg(lab, tmp_path)
+    got = answer_all(cfg, records, tmp_path / "cache.jsonl")
+    assert len(loads) == 1  # one copy of the base weights serves every local system
+
+    prompts = [r["prompt"] for r in records]
+    tok = AutoTokenizer.from_pretrained(lab / "base")
+    base = AutoModelForCausalLM.from_pretrained(lab / "base").eval()
+    want_base = generate_chat(base, tok, prompts, max_new_tokens=MAX_NEW, batch_size=3)
+    want_urial = generate_chat(base, tok, prompts, system=urial_system_prompt(), max_new_tokens=MAX_NEW, batch_size=3)
+    peft = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(lab / "base"),
+                                     str(lab / "adapters" / "dpo")).eval()
+    want_dpo = generate_chat(peft, tok, prompts, max_new_tokens=MAX_NEW, batch_size=3)
+    text = lambda name: [r["text"] for r in got[name]]  # noqa: E731
+    assert text("base") == want_base
+    assert text("urial") == want_urial
+    assert text("dpo") == want_dpo and want_dpo != want_base  # the adapter really is switched on and off
+    assert [r["upstream"] for r in got["dpo+aligner"]] == want_dpo
+
+    aligner = Aligner.from_pretrained(lab / "aligner")
+    fixed = aligner.correct_batch(list(zip(prompts, want_base)))
+    assert text("aligner") == [c.text for c in fixed]
+    assert [r["changed"] for r in got["aligner"]] == [c.changed for c in fixed]
+    assert any(r["changed"] for r in got["aligner"])
+    assert text("dpo+aligner") == [c.text for c in aligner.correct_batch(list(zip(prompts, want_dpo)))]
+    torch.testing.assert_close(base.model.embed_tokens.weight, peft.base_model.model.model.embed_tokens.weight)
+
+
+def test_rerun_comes_from_the_cache_without_loading_any_model(lab, records, tmp_path, monkeypatch):
+    cfg = make_cfg(lab, tmp_path)
+    first = answer_all(cfg, records, tmp_path / "cache.jsonl")
+
+    def boom(*a, **k):
+        raise AssertionError("a model was loaded although every answer is cached")
+
+    monkeypatch.setattr(systems_mod, "load_base_model", boom)
+    monkeypatch.setattr(systems_mod, "load_aligner", boom)
+    assert answer_all(cfg, records, tmp_path / "cache.jsonl") == first
+    # different settings are a different key: this run must generate (and so hits the patched loader)
+    with pytest.raises(AssertionError, match="a model was loaded"):
+        answer_all(make_cfg(lab, tmp_path, max_new_tokens=MAX_NEW + 1), records, tmp_path / "cache.jsonl")
+
+
+def test_interrupted_run_resumes_from_the_finished_batches(lab, records, tmp_path, monkeypatch):
+    import lightalign.generation as generation
+
+    cfg = make_cfg(lab, tmp_path)
+    cfg.systems = cfg.systems[:1]
+    real = generation.generate_texts
+    calls = []
+
+    def crash_on_second_batch(model, tok, texts, **kw):
+        calls.append(len(texts))
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real(model, tok, texts, **kw)
+
+    monkeypatch.setattr(generation, "generate_texts", crash_on_second_batch)
+    with pytest.raises(KeyboardInterrupt):
+        answer_all(cfg, records, tmp_path / "cache.jsonl")
+    def counting(model, tok, texts, **kw):
+        calls.append(len(texts))
+        return real(model, tok, texts, **kw)
+
+    monkeypatch.setattr(generation, "generate_texts", counting)
+    calls.clear()
+    replies = answer_all(cfg, records, tmp_path / "cache.jsonl")
+    assert sum(calls) == len({r["prompt"] for r in records}) - 3  # the first batch of 3 was kept
+    assert all(r["text"] is not None for r in replies["base"])
+
+
+def test_a_prompt_that_fails_costs_only_its_own_reply(lab, records, tmp_path, monkeypatch):
+    import lightalign.generation as generation
+
+    cfg = make_cfg(lab, tmp_path)
+    cfg.systems = cfg.systems[:1]
+    real = generation.generate_texts
+    bad = records[4]["prompt"]
+
+    def fails_on_one_prompt(model, tok, texts, **kw):
+        if any(bad in t for t in texts):
+            raise ValueError("input longer than the model's context")
+        return real(model, tok, texts, **kw)
+
+    monkeypatch.setattr(generation, "generate_texts", fails_on_one_prompt)
+    replies = answer_all(cfg, records, tmp_path / "cache.jsonl")["base"]
+    for rec, r in zip(records, replies):
+        if rec["prompt"] == bad:
+            assert r["text"] is None and "longer than the model's context" in r["error"]
+        else:
+            assert r["text"] is not None and r["error"] is None
+    monkeypatch.setattr(generation, "generate_texts", real)  # fixed: the next run fills in just that one
+    assert all(r["text"] is not None for r in answer_all(cfg, records, tmp_path / "cache.jsonl")["base"])
+
+
+def test_config_errors_name_the_field(tmp_path):
+    from lightalign.errors import UserError
+
+    base = {"base": {"path": "b"}, "dataset": {"name": "lab", "path": "x.jsonl"}, "judges": [{"kind": "refusal"}]}
+    cases = [
+        ({"systems": [{"name": "a", "kind": "adapter"}]}, r"systems\[0\] \(a\): kind 'adapter' needs 'adapter'"),
+        ({"systems": [{"name": "a", "kind": "aligner"}]}, "needs 'aligner'"),
+        ({"systems": [{"name": "a", "kind": "openai"}]}, "needs an 'endpoint'"),
+        ({"systems": [{"name": "a", "kind": "openai", "endpoint": {"url": "localhost:8000", "model": "m"}}]},
+         "must start with http"),
+        ({"systems": [{"name": "a", "kind": "base"}, {"name": "a", "kind": "urial"}]}, "duplicate names"),
+        ({"systems": [{"name": "a", "kind": "lora"}]}, r"systems\[0\]\.kind' must be one of"),
+        ({"systems": [{"name": "a", "kind": "base"}], "judges": [{"kind": "pairwise", "reference": "zzz",
+          "endpoint": {"url": "http://127.0.0.1:1/v1", "model": "j"}}]}, "reference 'zzz' is not a system"),
+        ({"systems": [{"name": "a", "kind": "base"}], "judges": [{"kind": "flask", "skills": ["Wit"],
+          "endpoint": {"url": "http://127.0.0.1:1/v1", "model": "j"}}]}, "unknown skills"),
+        ({"systems": [{"name": "a", "kind": "base"}], "genration": {}}, "did you mean 'generation'"),
+    ]
+    for extra, msg in cases:
+        with pytest.raises(UserError, match=msg):
+            from_dict(EvalConfig, {**base, **extra}, source="eval.yaml")
