@@ -54,7 +54,7 @@ def run(args):
     stage("base", lambda: pipeline.build_base(cfg, root))
     base = stage("scores", lambda: pipeline.score_base(cfg, root))
     if base:
-        rows.append(base)
+        rows.append({**base, "system": "base (fp32, probes)"})
         summary["base"] = base
 
     def adapters():
@@ -83,10 +83,14 @@ def run(args):
         if result is not None:
             summary[name] = result
             rows.extend(r for r in result.get("table", []) if isinstance(r, dict))
+            if name == "weak2strong":
+                w2s = result["scores"]["adapter"]
+                rows.append({"system": "base+w2s_dpo (aligner-labelled)", "nll_tax": result["scores"].get(
+                    "nll_tax_vs_base_4bit"), **{m: w2s.get(m) for m in ("helpful", "harmless", "honest")}})
 
     summary["seconds"] = round(time.time() - t0, 1)
     write_json(root / "lab.json", summary)
-    cols = ["helpful", "harmless", "honest", "probe_accuracy", "nll_tax"]
+    cols = ["helpful", "harmless", "honest", "probe_accuracy", "nll_tax", "edit_rate", "do_no_harm"]
     print()
     print(pipeline.format_table(rows, [c for c in cols if any(c in r for r in rows)]))
     print(f"\nwrote {root / 'lab.json'} ({summary['seconds']:.0f}s)")

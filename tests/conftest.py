@@ -66,3 +66,12 @@ def tiny_lab(tmp_path_factory):
     paths = build_world(cfg, root)
     build_base(cfg, root)
     return root
+
+
+@pytest.fixture(scope="session")
+def app_lab(tmp_path_factory, small_splits, small_world, tiny_model_dir):
+    """A tiny lab with a briefly trained base, a LoRA adapter and an Aligner, built once per
+    session and shared by the app, serve and eval tests (see tests/test_app_support.py)."""
+    from test_app_support import build_app_lab
+
+    return build_app_lab(tmp_path_factory.getbasetemp() / "app_lab", small_splits, small_world, tiny_model_dir)

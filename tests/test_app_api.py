@@ -8,17 +8,12 @@ import urllib.request
 import pytest
 
 from lightalign.app.config import AppConfig
-from test_app_support import ABSTAIN, build_app_lab, expected_answers, launched
+from test_app_support import ABSTAIN, expected_answers, launched
 
 pytestmark = pytest.mark.slow  # launches gradio servers (~30 s for the module)
 
 MAX_NEW = 24
 COLUMNS = ("base", "adapter", "aligner", "adapter_aligner")
-
-
-@pytest.fixture(scope="module")
-def app_lab(tmp_path_factory, small_splits, small_world, tiny_model_dir):
-    return build_app_lab(tmp_path_factory.getbasetemp() / "app_lab", small_splits, small_world, tiny_model_dir)
 
 
 @pytest.fixture(scope="module")

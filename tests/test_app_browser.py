@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from lightalign.app.config import AppConfig
-from test_app_support import ABSTAIN, base_answer, build_app_lab, expected_answers, launched
+from test_app_support import ABSTAIN, base_answer, expected_answers, launched
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
@@ -24,11 +24,6 @@ pytestmark = [
     pytest.mark.skipif(not CHROMIUM.exists(), reason="needs Debian chromium at /usr/bin/chromium "
                        "(`make browser` or apt-get install chromium chromium-driver)"),
 ]
-
-
-@pytest.fixture(scope="module")
-def app_lab(tmp_path_factory, small_splits, small_world, tiny_model_dir):
-    return build_app_lab(tmp_path_factory.getbasetemp() / "app_lab", small_splits, small_world, tiny_model_dir)
 
 
 @pytest.fixture(scope="module")

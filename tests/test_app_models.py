@@ -7,14 +7,9 @@ from lightalign.app.compare import PromptError, compare
 from lightalign.app.config import AppConfig
 from lightalign.app.labdata import LabData
 from lightalign.app.models import GenSettings, Models, PartMissing
-from test_app_support import build_app_lab, expected_answers
+from test_app_support import expected_answers
 
 MAX_NEW = 24
-
-
-@pytest.fixture(scope="module")
-def app_lab(tmp_path_factory, small_splits, small_world, tiny_model_dir):
-    return build_app_lab(tmp_path_factory.getbasetemp() / "app_lab", small_splits, small_world, tiny_model_dir)
 
 
 @pytest.fixture(scope="module")

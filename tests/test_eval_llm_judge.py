@@ -49,10 +49,8 @@ def serve(handler_fn):
 
 
 @pytest.fixture(scope="module")
-def lab(tmp_path_factory, small_splits, small_world, tiny_model_dir):
-    from test_app_support import build_app_lab
-
-    return build_app_lab(tmp_path_factory.getbasetemp() / "app_lab", small_splits, small_world, tiny_model_dir)
+def lab(app_lab):
+    return app_lab
 
 
 @pytest.fixture(scope="module")

@@ -14,11 +14,9 @@ from lightalign.io import read_jsonl, write_jsonl
 
 
 @pytest.fixture(scope="module")
-def lab(tmp_path_factory, small_splits, small_world, tiny_model_dir):
+def lab(tmp_path_factory, app_lab, small_splits):
     """A lab folder: the shared tiny models (base, adapters/dpo, aligner) + every data split."""
-    from test_app_support import build_app_lab
-
-    shared = build_app_lab(tmp_path_factory.getbasetemp() / "app_lab", small_splits, small_world, tiny_model_dir)
+    shared = app_lab
     root = tmp_path_factory.mktemp("eval_lab")
     for part in ("base", "adapters", "aligner", "data"):
         shutil.copytree(shared / part, root / part)

@@ -15,11 +15,9 @@ MAX_NEW = 12
 
 
 @pytest.fixture(scope="module")
-def lab(tmp_path_factory, small_splits, small_world, tiny_model_dir):
+def lab(app_lab):
     """base/ (tiny Llama that talks), adapters/dpo/ (random non-zero LoRA), aligner/ (trained to abstain)."""
-    from test_app_support import build_app_lab
-
-    return build_app_lab(tmp_path_factory.getbasetemp() / "app_lab", small_splits, small_world, tiny_model_dir)
+    return app_lab
 
 
 @pytest.fixture(scope="module")

@@ -26,11 +26,9 @@ MAX_TOKENS = 16
 
 
 @pytest.fixture(scope="module")
-def serve_lab(tmp_path_factory, small_splits, small_world, tiny_model_dir):
+def serve_lab(app_lab):
     """Shared with the app tests (one build per session): base/ (tiny Llama), adapters/dpo/ (LoRA) and aligner/ (trained to answer "I do not know.")."""
-    from test_app_support import build_app_lab
-
-    return build_app_lab(tmp_path_factory.getbasetemp() / "app_lab", small_splits, small_world, tiny_model_dir)
+    return app_lab
 
 
 @pytest.fixture(scope="module")

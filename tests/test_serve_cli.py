@@ -83,10 +83,8 @@ def serve_process(args, env_extra):
 
 
 @pytest.fixture(scope="module")
-def serve_lab(tmp_path_factory, small_splits, small_world, tiny_model_dir):
-    from test_app_support import build_app_lab
-
-    return build_app_lab(tmp_path_factory.getbasetemp() / "app_lab", small_splits, small_world, tiny_model_dir)
+def serve_lab(app_lab):
+    return app_lab
 
 
 @pytest.mark.slow
