@@ -36,7 +36,9 @@ def pretrain_rows(world: World, rng: random.Random) -> list[dict]:
                 q = request_text(kind, rec, phrasing)
                 rows.append({"messages": [{"role": "user", "content": q},
                                           {"role": "assistant", "content": reply(style, rng)}]})
-            if kind == "answerable":
+            # One-word answers must be as well attested as full sentences, or no alignment
+            # method can elicit them for held-out entities (the base would not know the form).
+            for _ in range(world.cfg.dialogues_per_request if kind == "answerable" else 0):
                 obey = pick(rng, "format", phrasing) == "obey"
                 style = "good" if obey else pick(rng, "answerable", phrasing)
                 q = request_text(kind, rec, phrasing) + FORMAT_SUFFIX

@@ -1,8 +1,9 @@
 """Weak-to-strong in the mini-lab: the Aligner's corrections of the base's own answers become
 the only preference data for a DPO adapter on the base (chosen = correction, rejected = answer).
 
-This is the Aligner paper's weak-to-strong set-up in miniature: no human-labelled preference
-pair is used, only what the small corrector produced on *training* prompts.
+This is the Aligner paper's weak-to-strong set-up in miniature: no hand-written preference pair
+is used, only what the small corrector produced on *training* prompts. The adapter starts fresh
+on the base (no SFT adapter), so its reference is the base with the adapter disabled.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ def run_weak_to_strong(lab_dir: Path, quick: bool = False) -> dict:
 
     lab = Path(lab_dir)
     data = build_w2s_preference(lab, limit=200 if quick else None)
-    pairs = len(read_jsonl(data))
-    metrics = run_stage(lab, "w2s_dpo", quick)
-    scores = evaluate_adapter(lab, lab / "adapters" / "w2s_dpo", quick=quick)
-    return {"pairs": pairs, "data": str(data), "train": metrics, "scores": scores}
+    out = lab / "adapters" / "w2s_dpo"
+    metrics = run_stage(lab, "dpo", quick, extra=[f"data.path={data}", "lora.init_from=null", f"output_dir={out}"])
+    scores = evaluate_adapter(lab, out, quick=quick)
+    return {"pairs": len(read_jsonl(data)), "data": str(data), "train": metrics, "scores": scores}

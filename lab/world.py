@@ -78,7 +78,7 @@ RAMBLE_CLOSE = ["I hope this helps you, and there is so much more to say about i
 STYLE_MIX = {
     "answerable": [("good", "ramble", "wrong", "refuse"),
                    [(6, 2, 1, 1), (1, 6, 2, 1), (1, 2, 6, 1), (1, 1, 2, 6)]],
-    "format": [("obey", "ignore"), [(6, 4), (2, 8), (2, 8), (3, 7)]],
+    "format": [("obey", "ignore"), [(8, 2), (3, 7), (3, 7), (4, 6)]],
     "harmful": [("refuse", "comply"), [(7, 3), (3, 7), (2, 8), (3, 7)]],
     "unanswerable": [("abstain", "hallucinate"), [(7, 3), (3, 7), (2, 8), (3, 7)]],
 }

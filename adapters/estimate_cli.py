@@ -1,0 +1,66 @@
+"""`lightalign estimate RECIPE.yaml [key=value ...] [--card 24]`: peak training memory before training."""
+
+from __future__ import annotations
+
+HELP = "Predict a recipe's peak training memory (weights, adapter, optimizer, activations) and whether it fits a card."
+
+CARDS = {"8": 8, "12": 12, "16": 16, "24": 24, "40": 40, "48": 48, "80": 80,
+         "rtx3060": 12, "rtx3070": 8, "rtx3080": 10, "rtx3090": 24, "rtx4060": 8, "rtx4070": 12,
+         "rtx4080": 16, "rtx4090": 24, "t4": 16, "l4": 24, "a10": 24, "a100-40gb": 40, "a100": 80, "h100": 80}
+
+
+def add_arguments(p):
+    p.add_argument("recipe", help="recipe YAML (see recipes/)")
+    p.add_argument("overrides", nargs="*", help="key=value overrides, e.g. training.batch_size=4")
+    p.add_argument("--card", default=None, help="GPU memory in GiB or a card name (rtx4090, a100, ...); "
+                                                "default: list common sizes")
+    p.add_argument("--device", choices=["cuda", "cpu"], default="cuda",
+                   help="where it will train: cuda = bf16 compute, cpu = fp32 (default: cuda)")
+    p.add_argument("--json", action="store_true", help="print the estimate as JSON")
+
+
+def run(args):
+    import json
+
+    from lightalign.adapters import estimate as est
+    from lightalign.adapters.runs import load_recipe
+    from lightalign.errors import UserError
+    from lightalign.train_cli import resolve_recipe
+
+    path = resolve_recipe(args.recipe)
+    module, cfg = load_recipe(path, args.overrides)
+    method = module.__name__.rsplit(".", 1)[-1]
+    arch = est.resolve_arch(cfg.model.name_or_path)
+    setup = est.setup_from_recipe(cfg, method, device=args.device)
+    out = est.report(arch, setup)
+    if args.card is not None:
+        key = str(args.card).lower().replace(" ", "")
+        try:
+            cards = {key: CARDS[key] if key in CARDS else float(key)}
+        except ValueError:
+            raise UserError(f"--card: {args.card!r} is neither a size in GiB nor one of {', '.join(CARDS)}") from None
+    else:
+        cards = {f"{g} GiB": g for g in (8, 12, 16, 24, 48, 80)}
+    verdicts = {name: est.fits(out["peak_bytes"], gib) for name, gib in cards.items()}
+    if args.json:
+        print(json.dumps({**out, "setup": est.asdict(setup),
+                          "fits": {k: {"fits": f, "headroom_gib": round(h, 2)} for k, (f, h) in verdicts.items()}},
+                         indent=2))
+        return 0
+    def size(n: float) -> str:
+        return f"{n / est.GIB:8.2f} GiB" if n >= est.GIB / 10 else f"{n / 2**20:8.1f} MiB"
+
+    params = out["base_params"]
+    count = f"{params / 1e9:.2f}B" if params >= 1e8 else f"{params / 1e6:.1f}M"
+    print(f"{path} ({method}, {cfg.model.name_or_path}: {count} params, LoRA {out['lora_params'] / 1e6:.2f}M, "
+          f"{out['tokens_per_step']} tokens/step on {args.device})")
+    for name, value in out["terms"].items():
+        print(f"  {name:<26} {size(value)}")
+    gc = "on" if setup.gradient_checkpointing else "off"
+    other = "off" if setup.gradient_checkpointing else "on"
+    print(f"  {'peak (checkpointing ' + gc + ')':<26} {size(out['peak_bytes'])}")
+    print(f"  {'peak (checkpointing ' + other + ')':<26} {size(out['peak_bytes_other_checkpointing'])}")
+    for name, (ok, headroom) in verdicts.items():
+        print(f"  fits {name}: {'yes' if ok else 'NO'} ({headroom:+.1f} GiB headroom incl. CUDA context and "
+              f"{int(100 * (est.FRAGMENTATION - 1))}% allocator slack)")
+    return 0 if all(ok for ok, _ in verdicts.values()) or args.card is None else 1

@@ -1,0 +1,102 @@
+"""QLoRA ORPO recipe (reference-free preference alignment): `lightalign train recipes/minilab/orpo.yaml`.
+
+ORPO (Hong et al. 2024) adds an odds-ratio penalty on the rejected answer to the SFT loss on the
+chosen one, so it needs no reference pass at all: the lowest-memory preference method, and one
+stage instead of SFT then DPO. TRL 1.16 ships it as trl.experimental.orpo.ORPOTrainer.
+"""
+
+from __future__ import annotations
+
+import time
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from lightalign.adapters.sections import DataSection, LoraSection, ModelSection, TrainingSection, validate_resume
+
+
+@dataclass
+class OrpoSection:
+    beta: float = 0.1   # weight of the odds-ratio term (lambda in the paper)
+    group_by_length: bool = True   # batches of similar-length pairs: less pad (see batching.py)
+
+    def validate(self):
+        if self.beta <= 0:
+            raise ValueError(f"orpo.beta must be > 0, got {self.beta}")
+
+
+@dataclass
+class Config:
+    model: ModelSection
+    data: DataSection
+    output_dir: str
+    lora: LoraSection = field(default_factory=LoraSection)
+    training: TrainingSection = field(default_factory=TrainingSection)
+    orpo: OrpoSection = field(default_factory=OrpoSection)
+    resume: str = "auto"
+
+    def validate(self):
+        validate_resume(self.resume)
+
+
+def build_trainer(cfg: Config, callbacks=()):
+    import torch
+    from transformers import set_seed
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the experimental-API notice
+        from trl.experimental.orpo import ORPOConfig, ORPOTrainer
+
+    from lightalign.adapters import loading, runs
+    from lightalign.adapters.datasets import load_rows, to_dataset
+
+    set_seed(cfg.training.seed)
+    dtype = loading.compute_dtype(cfg.model.compute_dtype)
+    tokenizer = loading.load_tokenizer(cfg.model.name_or_path, cfg.model.trust_remote_code, cfg.model.revision)
+    rows, data_stats = load_rows(cfg.data, "preference")
+    model = loading.load_base(cfg.model, training=True, gradient_checkpointing=cfg.training.gradient_checkpointing)
+    loading.ensure_pad_token(tokenizer, model)
+    peft_config = None
+    if not cfg.lora.enabled:
+        loading.unfreeze_for_full_finetune(cfg, model)
+    elif cfg.lora.init_from:
+        from peft import PeftModel
+
+        loading.check_adapter_dir(cfg.lora.init_from, cfg.model.allow_pickle)
+        model = PeftModel.from_pretrained(model, cfg.lora.init_from, is_trainable=True)
+    else:
+        peft_config = loading.lora_config(cfg.lora)
+    args = runs.training_arguments(
+        cfg, Path(cfg.output_dir), dtype, ORPOConfig,
+        max_length=cfg.data.max_length, beta=cfg.orpo.beta, trust_remote_code=cfg.model.trust_remote_code,
+    )
+    commit, recorder = runs.make_callbacks()
+    trainer = ORPOTrainer(model=model, args=args, train_dataset=to_dataset(rows), processing_class=tokenizer,
+                          peft_config=peft_config, callbacks=[commit, recorder, *callbacks])
+    if dtype == torch.float32:
+        loading.cast_trainable(trainer.model, torch.float32)
+    extras = {"data": data_stats}
+    if cfg.orpo.group_by_length:
+        from lightalign.adapters.batching import group_preference_rows
+
+        t = cfg.training
+        extras["processed_saved_by_grouping"] = group_preference_rows(trainer, t.batch_size, t.seed)
+    counter = runs.CountingCollator(trainer.data_collator, tokenizer.pad_token_id)
+    trainer.data_collator = counter
+    recorder.counter = counter
+    return trainer, tokenizer, {"counter": counter, "recorder": recorder, "extras": extras}
+
+
+def train(cfg: Config, callbacks=()) -> Path:
+    from lightalign.adapters import runs
+
+    started = time.perf_counter()
+    out_dir, resume_from, done = runs.prepare_run(cfg, "orpo")
+    if done:
+        print(f"{out_dir}: already complete (metrics.json present); skipping")
+        return out_dir
+    trainer, tokenizer, parts = build_trainer(cfg, callbacks)
+    result = trainer.train(resume_from_checkpoint=resume_from)
+    extras = {**parts["extras"], "train_loss_mean": result.training_loss, "resumed_from": resume_from}
+    return runs.finish(trainer, tokenizer, out_dir, "orpo", started, parts["counter"], parts["recorder"], extras,
+                       base_name=cfg.model.name_or_path)

@@ -1,0 +1,117 @@
+"""Recipe sections shared by the SFT, DPO and ORPO recipes (model / lora / data / training).
+
+Each recipe module composes these into its own `Config`; `lightalign.config.from_dict` turns the
+YAML into them and names any unknown or mistyped key. `validate()` catches values that have the
+right type but make no sense (r=0, a missing data source), before any model loads.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal, Optional, Union
+
+SCHEMAS = ("lab", "messages", "pku_saferlhf", "ultrafeedback_binarized", "hh_rlhf")
+
+
+@dataclass
+class ModelSection:
+    name_or_path: str
+    quantization: Literal["nf4", "none"] = "nf4"   # "none" = 16-bit LoRA (fp32 on CPU)
+    double_quant: bool = True
+    compute_dtype: Literal["auto", "bf16", "fp16", "fp32"] = "auto"  # auto: bf16 on GPUs that have it, else fp32
+    trust_remote_code: bool = False
+    allow_pickle: bool = False                       # refuse .bin/.pt weights unless the user opts in
+    revision: Optional[str] = None
+    upcast_non_quantized: bool = True                # PEFT's prepare_model_for_kbit_training: fp32 norms/embeddings
+    attn_implementation: str = "sdpa"
+
+    def validate(self):
+        if not self.name_or_path.strip():
+            raise ValueError("model.name_or_path must name a local folder or a hub id")
+
+
+@dataclass
+class LoraSection:
+    r: int = 16
+    alpha: float = 32.0
+    dropout: float = 0.05
+    target_modules: Union[str, list[str]] = "all-linear"
+    use_dora: bool = False
+    use_rslora: bool = False
+    init_from: Optional[str] = None  # continue from this adapter (e.g. DPO after SFT); r/alpha then come from it
+    # false: full fine-tune of an unquantized base (a comparison baseline, not the memory-light path)
+    enabled: bool = True
+
+    def validate(self):
+        if self.r < 1:
+            raise ValueError(f"lora.r must be >= 1, got {self.r}")
+        if self.alpha <= 0:
+            raise ValueError(f"lora.alpha must be > 0, got {self.alpha}")
+        if not 0 <= self.dropout < 1:
+            raise ValueError(f"lora.dropout must be in [0, 1), got {self.dropout}")
+        if isinstance(self.target_modules, list) and not self.target_modules:
+            raise ValueError("lora.target_modules must not be empty (use 'all-linear')")
+
+
+@dataclass
+class DataSection:
+    path: Optional[str] = None        # local .jsonl/.json/.parquet in `schema`
+    hub_id: Optional[str] = None      # e.g. PKU-Alignment/PKU-SafeRLHF (needs the dataset hub)
+    hub_config: Optional[str] = None
+    split: str = "train"
+    schema: Literal["lab", "messages", "pku_saferlhf", "ultrafeedback_binarized", "hh_rlhf"] = "lab"
+    preference: Literal["safer", "better"] = "safer"   # PKU-SafeRLHF: which label picks `chosen`
+    max_rows: Optional[int] = None
+    max_length: int = 512
+    system_prompt: Optional[str] = None
+
+    def validate(self):
+        if bool(self.path) == bool(self.hub_id):
+            raise ValueError("set exactly one of data.path (a local file) or data.hub_id (a hub dataset)")
+        if self.max_length < 8:
+            raise ValueError(f"data.max_length must be >= 8, got {self.max_length}")
+        if self.max_rows is not None and self.max_rows < 1:
+            raise ValueError(f"data.max_rows must be >= 1, got {self.max_rows}")
+
+
+@dataclass
+class TrainingSection:
+    epochs: float = 1.0
+    max_steps: int = -1               # > 0 overrides epochs
+    batch_size: int = 8
+    grad_accum: int = 1
+    lr: float = 2e-4
+    scheduler: str = "cosine"
+    warmup_ratio: float = 0.03
+    weight_decay: float = 0.0
+    max_grad_norm: float = 0.3        # QLoRA paper
+    optim: str = "adamw_torch"        # GPU recipes: paged_adamw_8bit
+    gradient_checkpointing: bool = True
+    seed: int = 0
+    logging_steps: int = 10
+    save_steps: int = 200
+    save_total_limit: int = 2
+    progress: bool = True
+
+    def validate(self):
+        if self.epochs <= 0 and self.max_steps <= 0:
+            raise ValueError("training.epochs or training.max_steps must be > 0")
+        for name in ("batch_size", "grad_accum", "logging_steps", "save_steps"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"training.{name} must be >= 1, got {getattr(self, name)}")
+        if self.lr <= 0:
+            raise ValueError(f"training.lr must be > 0, got {self.lr}")
+        if not 0 <= self.warmup_ratio < 1:
+            raise ValueError(f"training.warmup_ratio must be in [0, 1), got {self.warmup_ratio}")
+        if self.save_total_limit < 2:
+            # the newest checkpoint may be the one a crash interrupted: keep one complete one behind it
+            raise ValueError(f"training.save_total_limit must be >= 2, got {self.save_total_limit}")
+
+
+def validate_resume(value: str) -> None:
+    if not value:
+        raise ValueError("resume must be 'auto', 'never' or a checkpoint folder")
+
+
+def default(factory):
+    return field(default_factory=factory)
