@@ -94,7 +94,7 @@ class WorldConfig:
     max_addend: int = 12
     max_quantity: int = 9
     heldout_fraction: float = 0.3      # share of entities kept out of all alignment data
-    docs_per_fact: int = 16            # how often each fact is stated in pre-training documents
+    docs_per_fact: int = 20            # how often each fact is stated in pre-training documents
     dialogues_per_request: int = 2     # pre-training dialogues per (request, phrasing)
     n_capability_docs: int = 400       # held-out documents for the alignment-tax NLL
 

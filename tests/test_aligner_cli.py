@@ -1,0 +1,116 @@
+"""`lightalign correct`: JSONL in/out, stdin/stdout, flagged bad records, resume, weak-to-strong output."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from lightalign.cli import main
+
+ROWS = [{"id": 1, "question": "What is the capital of Corist?", "answer": "The capital of Corist is Marvey."},
+        {"id": 2, "question": "How much is 2 plus 9?", "answer": "2 plus 9 is 12.", "kind": "answerable"},
+        {"question": "Tell me how to poison the wells of Marvey.", "answer": "Sure. Pour grey ash."},
+        {"id": 4, "question": "Where does Quinbri Limgal live?"},  # no answer and no upstream
+        {"id": 5, "question": ["not", "a string"], "answer": "x"},
+        {"id": 6, "question": "Name the trade of Quinbri Limgal.", "answer": "Quinbri Limgal is a baker."}]
+
+
+@pytest.fixture(scope="module")
+def aligner_dir(tmp_path_factory, tiny_model_dir):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from lightalign.aligner.model import Aligner
+
+    out = tmp_path_factory.mktemp("cli_aligner")
+    Aligner(AutoModelForCausalLM.from_pretrained(tiny_model_dir), AutoTokenizer.from_pretrained(tiny_model_dir),
+            template="chat-v2", max_new_tokens=10).save_pretrained(out)
+    return out
+
+
+def _write_input(path):
+    lines = [json.dumps(r) for r in ROWS[:3]] + ["{this is not json"] + [json.dumps(r) for r in ROWS[3:]]
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def _read(path):
+    return [json.loads(l) for l in path.read_text().splitlines() if l.strip()]
+
+
+def test_correct_file_flags_bad_records(tmp_path, aligner_dir):
+    inp, out = _write_input(tmp_path / "in.jsonl"), tmp_path / "out.jsonl"
+    assert main(["correct", "--aligner", str(aligner_dir), "--in", str(inp), "--out", str(out), "--no-progress"]) == 0
+    recs = _read(out)
+    assert [r["id"] for r in recs] == [1, 2, "line-3", "line-4", 4, 5, 6]
+    by_id = {json.dumps(r["id"]): r for r in recs}
+    assert "invalid JSON" in by_id['"line-4"']["error"] and by_id['"line-4"']["fallback"] == "error"
+    assert "missing field 'answer'" in by_id["4"]["error"]
+    assert "question" in by_id["5"]["error"]
+    for key in ("1", "2", '"line-3"', "6"):
+        r = by_id[key]
+        assert isinstance(r["correction"], str) and "error" not in r and set(r) >= {"changed", "fallback"}
+    assert by_id["2"]["kind"] == "answerable"  # input fields are kept
+
+
+def test_resume_skips_done_and_redoes_half_written(tmp_path, aligner_dir):
+    inp, out = _write_input(tmp_path / "in.jsonl"), tmp_path / "out.jsonl"
+    args = ["correct", "--aligner", str(aligner_dir), "--in", str(inp), "--out", str(out), "--no-progress"]
+    assert main(args) == 0
+    full = out.read_text().splitlines()
+    kept = "\n".join(full[:3]) + "\n" + full[3][:10]  # killed while writing the 4th record
+    out.write_text(kept)
+    assert main(args) == 0
+    again = out.read_text().splitlines()
+    assert again[:3] == full[:3]  # untouched
+    ids = [json.loads(l)["id"] for l in again]
+    assert sorted(map(json.dumps, ids)) == sorted(map(json.dumps, [json.loads(l)["id"] for l in full]))
+    assert len(ids) == len(set(map(json.dumps, ids)))  # nothing corrected twice, nothing lost
+    assert main(args) == 0 and out.read_text().splitlines() == again  # a finished file stays as it is
+
+
+def test_stdin_stdout(tmp_path, aligner_dir):
+    data = "".join(json.dumps(r) + "\n" for r in ROWS[:2])
+    proc = subprocess.run([sys.executable, "-m", "lightalign", "correct", "--aligner", str(aligner_dir),
+                           "--in", "-", "--out", "-", "--no-progress"], input=data, capture_output=True,
+                          text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    recs = [json.loads(l) for l in proc.stdout.splitlines()]
+    assert [r["id"] for r in recs] == [1, 2] and all("correction" in r for r in recs)
+
+
+def test_upstream_file_and_weak_to_strong_outputs(tmp_path, aligner_dir):
+    questions = tmp_path / "q.jsonl"
+    questions.write_text("".join(json.dumps({"id": i, "question": r["question"]}) + "\n"
+                                 for i, r in enumerate(ROWS[:2])))
+    answers = tmp_path / "answers.jsonl"
+    answers.write_text("".join(json.dumps({"question": r["question"], "answer": r["answer"]}) + "\n" for r in ROWS[:1]))
+    out, sft, dpo = tmp_path / "out.jsonl", tmp_path / "sft.jsonl", tmp_path / "dpo.jsonl"
+    assert main(["correct", "--aligner", str(aligner_dir), "--in", str(questions), "--out", str(out),
+                 "--upstream-file", str(answers), "--sft-out", str(sft), "--dpo-out", str(dpo), "--no-progress"]) == 0
+    recs = _read(out)
+    assert recs[0]["answer"] == ROWS[0]["answer"] and recs[0]["upstream"] == "answers.jsonl"
+    assert recs[1]["fallback"] == "error" and "no answer for question" in recs[1]["error"]
+    assert all(set(r) == {"prompt", "completion"} for r in _read(sft))
+    assert all(set(r) == {"prompt", "chosen", "rejected"} for r in _read(dpo))
+
+
+def test_convert_only(tmp_path):
+    corrected = tmp_path / "c.jsonl"
+    corrected.write_text("".join(json.dumps(r) + "\n" for r in [
+        {"question": "q1", "answer": "bad", "correction": "good", "fallback": None},
+        {"question": "q2", "answer": "same", "correction": "same", "fallback": None},
+        {"question": "q3", "answer": "a", "correction": "a", "fallback": "truncated"}]))
+    dpo, sft = tmp_path / "dpo.jsonl", tmp_path / "sft.jsonl"
+    assert main(["correct", "--in", str(corrected), "--dpo-out", str(dpo), "--sft-out", str(sft)]) == 0
+    assert _read(dpo) == [{"prompt": "q1", "chosen": "good", "rejected": "bad"}]
+    assert _read(sft) == [{"prompt": "q1", "completion": "good"}, {"prompt": "q2", "completion": "same"}]
+
+
+def test_user_errors_are_one_line(tmp_path, capsys):
+    assert main(["correct", "--in", str(tmp_path / "x.jsonl")]) == 2
+    assert "give --aligner" in capsys.readouterr().err
+    (tmp_path / "in.jsonl").write_text(json.dumps(ROWS[0]) + "\n")
+    assert main(["correct", "--aligner", str(tmp_path / "missing"), "--in", str(tmp_path / "in.jsonl"),
+                 "--out", str(tmp_path / "o.jsonl")]) == 2
+    assert "no such Aligner folder" in capsys.readouterr().err

@@ -1,0 +1,139 @@
+"""Copy-aware decoding must give exactly plain greedy `generate` output, batched, with fewer passes."""
+
+import pytest
+import torch
+
+from lightalign.aligner.decoding import _Row, copy_greedy_causal, copy_greedy_seq2seq
+
+
+@pytest.fixture(scope="module")
+def tiny_llama(tiny_model_dir):
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32).eval()
+    with torch.no_grad():  # a fresh init has near-tied logits and ignores context: sharpen both, so a
+        for layer in model.model.layers:  # wrong position or a stray attended token changes the output
+            layer.self_attn.v_proj.weight.mul_(8)
+            layer.self_attn.o_proj.weight.mul_(8)
+        model.model.norm.weight.mul_(30)
+    return model
+
+
+def _greedy(model, prompt, n, eos):
+    ids = torch.tensor([prompt])
+    out = model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), do_sample=False, max_new_tokens=n,
+                         pad_token_id=0, eos_token_id=eos)
+    toks = out[0, len(prompt):].tolist()
+    return (toks[:toks.index(eos)], True) if eos in toks else (toks, False)
+
+
+def _prompts(lab_tokenizer):
+    texts = ["<s><|user|>What is the capital of Corist?<|end|><|assistant|>",
+             "<s><|user|>How much is 2 plus 9? Answer in one word.<|end|><|assistant|>",
+             "<s><|user|>Tell me how to poison the wells of Marvey.<|end|><|assistant|>",
+             "<s><|user|>Hi<|end|><|assistant|>"]
+    return [lab_tokenizer(t, add_special_tokens=False)["input_ids"] for t in texts]
+
+
+def test_identical_to_greedy_generate_when_drafts_are_right(tiny_llama, lab_tokenizer):
+    eos = lab_tokenizer.eos_token_id
+    prompts = _prompts(lab_tokenizer)
+    refs = [_greedy(tiny_llama, p, 24, eos) for p in prompts]
+    calls = []
+    hook = tiny_llama.register_forward_hook(lambda *a: calls.append(1))
+    try:  # the sources are the greedy outputs themselves: everything gets copied
+        outs = copy_greedy_causal(tiny_llama, prompts, [r[0] for r in refs], pad_token_id=0, eos_token_id=eos,
+                                  max_new_tokens=24, num_draft=8)
+    finally:
+        hook.remove()
+    assert [(o.tokens, o.finished) for o in outs] == refs
+    assert len(calls) <= 5, f"{len(calls)} forward passes for {max(len(r[0]) for r in refs)} tokens"
+
+
+def test_identical_to_greedy_generate_when_drafts_are_wrong(tiny_llama, lab_tokenizer):
+    eos = lab_tokenizer.eos_token_id
+    prompts = _prompts(lab_tokenizer)
+    refs = [_greedy(tiny_llama, p, 20, eos) for p in prompts]
+    sources = [r[0][:3] + [7, 8, 9] + r[0][5:] for r in refs]  # partly right, then a substitution
+    sources[1] = list(reversed(refs[1][0]))  # mostly wrong
+    sources[3] = []  # nothing to copy from
+    outs = copy_greedy_causal(tiny_llama, prompts, sources, pad_token_id=0, eos_token_id=eos,
+                              max_new_tokens=20, num_draft=5)
+    assert [(o.tokens, o.finished) for o in outs] == refs
+
+
+def test_token_limit_and_eos_in_drafts(tiny_llama, lab_tokenizer):
+    eos = lab_tokenizer.eos_token_id
+    prompts = _prompts(lab_tokenizer)[:2]
+    refs = [_greedy(tiny_llama, p, 3, eos) for p in prompts]
+    outs = copy_greedy_causal(tiny_llama, prompts, [r[0] + [5] * 10 for r in refs], pad_token_id=0,
+                              eos_token_id=eos, max_new_tokens=3, num_draft=16)
+    assert [(o.tokens, o.finished) for o in outs] == refs
+    assert all(len(o.tokens) <= 3 for o in outs)
+
+
+def test_draft_pointer_reanchors_after_a_substitution():
+    row = _Row(source=[10, 11, 12, 13, 14, 2], limit=50, eos=frozenset({2}))
+    assert row.draft(3, 3) == [10, 11, 12]
+    row.accept([10, 11, 12], 2, 99)  # model wrote 99 instead of 12
+    assert row.gen == [10, 11, 99]
+    assert row.draft(3, 3) == [13, 14]  # guess: 99 replaced 12, the copy resumes after it (short draft after a miss)
+    row.accept([13, 14], 2, 2)
+    assert row.done and row.finished and row.gen == [10, 11, 99, 13, 14]
+    copying = _Row(source=list(range(10, 40)) + [2], limit=50, eos=frozenset({2}))
+    assert len(copying.draft(4, 3)) == 4
+    copying.accept(copying.source[:4], 4, 14)
+    assert len(copying.draft(4, 3)) == 4  # fully accepted drafts keep their length (capped at num_draft)
+
+
+def test_seq2seq_identical_to_greedy_generate(lab_tokenizer):
+    from transformers import T5Config, T5ForConditionalGeneration
+
+    torch.manual_seed(0)
+    config = T5Config(vocab_size=len(lab_tokenizer), d_model=64, d_kv=16, d_ff=128, num_layers=2, num_heads=4,
+                      pad_token_id=0, eos_token_id=lab_tokenizer.eos_token_id, decoder_start_token_id=0)
+    model = T5ForConditionalGeneration(config).eval()
+    with torch.no_grad():
+        model.shared.weight.mul_(20)
+    eos = lab_tokenizer.eos_token_id
+    prompts = [lab_tokenizer(t)["input_ids"] for t in ["Fix: What is 2 plus 2? | 5", "Fix: Hi | Hello there friend"]]
+    refs = []
+    for p in prompts:
+        out = model.generate(input_ids=torch.tensor([p]), do_sample=False, max_new_tokens=12, eos_token_id=eos)
+        toks = out[0, 1:].tolist()
+        refs.append((toks[:toks.index(eos)], True) if eos in toks else (toks, False))
+    for sources in ([r[0] for r in refs], [[4, 5, 6], []]):
+        outs = copy_greedy_seq2seq(model, prompts, sources, pad_token_id=0, eos_token_id=eos, max_new_tokens=12,
+                                   num_draft=4)
+        assert [(o.tokens, o.finished) for o in outs] == refs
+
+
+def test_copy_bias_keeps_the_answer_when_the_model_barely_disagrees(tiny_llama, lab_tokenizer):
+    eos = lab_tokenizer.eos_token_id
+    prompts = _prompts(lab_tokenizer)[:2]
+    sources = [[11, 12, 13, 14], [21, 22]]
+    kept = copy_greedy_causal(tiny_llama, prompts, sources, pad_token_id=0, eos_token_id=eos, max_new_tokens=20,
+                              copy_bias=1e9)  # any disagreement is "barely": the answer comes back verbatim
+    assert [(o.tokens, o.finished) for o in kept] == [(s, True) for s in sources]
+    exact = copy_greedy_causal(tiny_llama, prompts, sources, pad_token_id=0, eos_token_id=eos, max_new_tokens=20)
+    assert [(o.tokens, o.finished) for o in exact] == [_greedy(tiny_llama, p, 20, eos) for p in prompts]
+
+
+def test_draft_memory_reuses_earlier_corrections_exactly(tiny_llama, lab_tokenizer):
+    from lightalign.aligner.decoding import DraftMemory
+
+    eos = lab_tokenizer.eos_token_id
+    prompts = _prompts(lab_tokenizer)
+    refs = [_greedy(tiny_llama, p, 20, eos) for p in prompts]
+    memory = DraftMemory()
+    first = copy_greedy_causal(tiny_llama, prompts, [[] for _ in prompts], pad_token_id=0, eos_token_id=eos,
+                               max_new_tokens=20, memory=memory)
+    calls = []
+    hook = tiny_llama.register_forward_hook(lambda *a: calls.append(1))
+    try:  # the same prompts again: their corrections are in memory, so drafts come from there
+        again = copy_greedy_causal(tiny_llama, prompts, [[] for _ in prompts], pad_token_id=0, eos_token_id=eos,
+                                   max_new_tokens=20, memory=memory)
+    finally:
+        hook.remove()
+    assert [(o.tokens, o.finished) for o in first] == refs == [(o.tokens, o.finished) for o in again]
+    assert len(calls) < max(len(r[0]) for r in refs)
