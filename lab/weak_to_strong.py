@@ -19,6 +19,9 @@ def run_weak_to_strong(lab_dir: Path, quick: bool = False) -> dict:
     lab = Path(lab_dir)
     data = build_w2s_preference(lab, limit=200 if quick else None)
     out = lab / "adapters" / "w2s_dpo"
-    metrics = run_stage(lab, "dpo", quick, extra=[f"data.path={data}", "lora.init_from=null", f"output_dir={out}"])
+    # From the bare base, DPO needs a larger step than when it polishes an SFT adapter (measured:
+    # lr 5e-5 x 1 epoch barely moves the base; 5e-4 collapses it).
+    extra = [f"data.path={data}", "lora.init_from=null", f"output_dir={out}", "training.lr=1e-4", "training.epochs=2"]
+    metrics = run_stage(lab, "dpo", quick, extra=extra)
     scores = evaluate_adapter(lab, out, quick=quick)
     return {"pairs": len(read_jsonl(data)), "data": str(data), "train": metrics, "scores": scores}
