@@ -34,9 +34,9 @@ class LabConfig:
         """A lab small enough for the test suite: same shapes, fewer entities, a smaller model."""
         return cls(
             world=WorldConfig(seed=3, n_lands=10, n_people=12, n_extra_towns=4, n_unknown_lands=10,
-                              max_addend=5, max_quantity=4, docs_per_fact=16, n_capability_docs=60),
+                              max_addend=5, max_quantity=4, docs_per_fact=24, n_capability_docs=60),
             base=BaseModelConfig(hidden_size=128, intermediate_size=384, num_hidden_layers=4,
-                                 vocab_size=768, epochs=24.0, batch_size=16, lr=4e-3),
+                                 vocab_size=768, epochs=30.0, batch_size=16, lr=4e-3),
         )
 
 

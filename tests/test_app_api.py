@@ -85,12 +85,16 @@ def test_concurrent_requests_do_not_mix_adapter_states(client, case):
         assert (out[0], out[1], out[2]) == (expected["base"], expected["adapter"], expected["aligner"])
 
 
-def test_correct_endpoint_post_edits_any_answer(client, app_lab):
+def test_correct_endpoint_post_edits_any_answer(client, app_lab, small_splits):
     from lightalign.aligner import Aligner
 
-    question, answer = "Where does Olvo live?", "Olvo lives in Lanfen, I think."
-    expected = Aligner.from_pretrained(app_lab / "aligner").correct(question, answer)
-    assert expected.changed
+    # The tiny test Aligner was taught on these pairs; an arbitrary hand-written answer may make
+    # it loop (and fall back, correctly), which would leave no edit to show in the diff.
+    aligner = Aligner.from_pretrained(app_lab / "aligner")
+    pairs = [(r["question"], r["answer"]) for r in small_splits["aligner"][:16]]
+    found = [(q, a, fix) for q, a in pairs if (fix := aligner.correct(q, a)).changed]
+    assert found, "the tiny Aligner changed none of the answers it was trained on"
+    question, answer, expected = found[0]
     corrected, diff, summary, _status = client.predict(question, answer, api_name="/correct")
     assert corrected == expected.text
     spans = [(d["token"], d["class_or_confidence"]) for d in diff]
