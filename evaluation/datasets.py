@@ -17,12 +17,12 @@ from __future__ import annotations
 import csv
 import gzip
 import io
-import json
 import lzma
 import random
 from pathlib import Path
 
 from lightalign.errors import UserError
+from lightalign.io import parse_records
 
 NAMES = ("lab", "beavertails", "harmfulqa", "xstest", "pku-saferlhf", "jsonl")
 
@@ -61,31 +61,9 @@ def read_rows(path: str | Path) -> list[tuple[str, dict]]:
         return [(f"{path}: row {i + 1}", r) for i, r in enumerate(pq.read_table(path).to_pylist())]
     with _open_text(path) as f:
         text = f.read()
-    if fmt == "json" or text.lstrip().startswith("["):
-        try:
-            data = json.loads(text)
-        except json.JSONDecodeError as e:
-            raise UserError(f"{path}:{e.lineno}: invalid JSON: {e.msg}") from None
-        if isinstance(data, dict):  # {"data": [...]} / {"rows": [...]} wrappers, or a single record
-            data = data.get("data", data.get("rows", [data]))
-        if not isinstance(data, list):
-            raise UserError(f"{path}: expected a JSON list of objects")
-        for i, row in enumerate(data, 1):
-            if not isinstance(row, dict):
-                raise UserError(f"{path}: item {i}: expected a JSON object, got {type(row).__name__}")
-            rows.append((f"{path}: item {i}", row))
-        return rows
-    for lineno, line in enumerate(text.splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise UserError(f"{path}:{lineno}: invalid JSON: {e.msg} (column {e.colno})") from None
-        if not isinstance(row, dict):
-            raise UserError(f"{path}:{lineno}: expected a JSON object, got {type(row).__name__}")
-        rows.append((f"{path}:{lineno}", row))
-    return rows
+    json_list = fmt == "json" or text.lstrip().startswith("[")
+    return [(f"{path}: item {n}" if json_list else f"{path}:{n}", row)
+            for n, row in parse_records(text, path, json_list)]
 
 
 FILE_SUFFIXES = (".jsonl", ".json", ".csv", ".parquet", ".gz", ".xz")

@@ -15,6 +15,35 @@ from typing import Any, Iterable, Iterator
 from lightalign.errors import UserError
 
 
+def parse_records(text: str, source, json_list: bool = False) -> Iterator[tuple[int, dict]]:
+    """Yield (line_number, record) from JSON Lines text, or (item_number, record) from a JSON list
+    (also {"data": [...]} / {"rows": [...]} wrappers) when `json_list`. Errors name source and line."""
+    if json_list:
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as e:
+            raise UserError(f"{source}:{e.lineno}: invalid JSON: {e.msg}") from None
+        if isinstance(data, dict):
+            data = data.get("data", data.get("rows", [data]))
+        if not isinstance(data, list):
+            raise UserError(f"{source}: expected a JSON list of objects")
+        for i, row in enumerate(data, 1):
+            if not isinstance(row, dict):
+                raise UserError(f"{source}: item {i}: expected a JSON object, got {type(row).__name__}")
+            yield i, row
+        return
+    for lineno, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise UserError(f"{source}:{lineno}: invalid JSON: {e.msg} (column {e.colno})") from None
+        if not isinstance(row, dict):
+            raise UserError(f"{source}:{lineno}: expected a JSON object, got {type(row).__name__}")
+        yield lineno, row
+
+
 def read_records(path: str | os.PathLike) -> Iterator[tuple[int, dict]]:
     """Yield (line_number, record) from a .jsonl file, or (index+1, record) from a .json list.
 
@@ -23,31 +52,7 @@ def read_records(path: str | os.PathLike) -> Iterator[tuple[int, dict]]:
     path = Path(path)
     if not path.exists():
         raise UserError(f"{path}: file not found")
-    if path.suffix == ".json":
-        try:
-            data = json.loads(path.read_text(encoding="utf-8"))
-        except json.JSONDecodeError as e:
-            raise UserError(f"{path}:{e.lineno}: invalid JSON: {e.msg}") from None
-        if isinstance(data, dict):
-            data = data.get("data", data.get("rows", [data]))
-        if not isinstance(data, list):
-            raise UserError(f"{path}: expected a JSON list of objects")
-        for i, row in enumerate(data, 1):
-            if not isinstance(row, dict):
-                raise UserError(f"{path}: item {i}: expected a JSON object, got {type(row).__name__}")
-            yield i, row
-        return
-    with path.open(encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise UserError(f"{path}:{lineno}: invalid JSON: {e.msg} (column {e.colno})") from None
-            if not isinstance(row, dict):
-                raise UserError(f"{path}:{lineno}: expected a JSON object, got {type(row).__name__}")
-            yield lineno, row
+    yield from parse_records(path.read_text(encoding="utf-8"), path, json_list=path.suffix == ".json")
 
 
 def read_jsonl(path: str | os.PathLike) -> list[dict]:
