@@ -210,3 +210,23 @@ def report(arch: Arch, s: Setup) -> dict:
     other = Setup(**{**asdict(s), "gradient_checkpointing": not s.gradient_checkpointing})
     out["peak_bytes_other_checkpointing"] = estimate(arch, other)["peak_bytes"]
     return out
+
+
+def weight_bytes(model) -> int:
+    """Bytes the loaded weights actually hold, NF4 block constants (double-quantized) included.
+
+    What the estimator's weight terms are checked against, in tests and the 4-bit benchmark."""
+    import bitsandbytes as bnb
+
+    total, seen = 0, set()
+    for module in model.modules():
+        for p in module.parameters(recurse=False):
+            if id(p) not in seen:  # a tied lm_head shares the embedding's tensor
+                seen.add(id(p))
+                total += p.numel() * p.element_size()
+        if isinstance(module, bnb.nn.Linear4bit):
+            qs = module.weight.quant_state
+            total += qs.absmax.numel() * qs.absmax.element_size()
+            if qs.nested:
+                total += qs.state2.absmax.numel() * qs.state2.absmax.element_size()
+    return total

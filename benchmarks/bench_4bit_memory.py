@@ -19,22 +19,8 @@ from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
+from lightalign.adapters.estimate import weight_bytes  # noqa: E402
 
-def weight_bytes(model) -> int:
-    import bitsandbytes as bnb
-
-    total, seen = 0, set()
-    for module in model.modules():
-        for p in module.parameters(recurse=False):
-            if id(p) not in seen:  # tied lm_head = the embedding tensor
-                seen.add(id(p))
-                total += p.numel() * p.element_size()
-        if isinstance(module, bnb.nn.Linear4bit):
-            qs = module.weight.quant_state
-            total += qs.absmax.numel() * qs.absmax.element_size()
-            if qs.nested:
-                total += qs.state2.absmax.numel() * qs.state2.absmax.element_size()
-    return total
 
 
 def measure(path: Path) -> dict:

@@ -12,7 +12,7 @@ import pytest
 
 from test_adapters_common import GPU_RECIPES
 
-from lightalign.adapters.estimate import GIB, KNOWN, Arch, Setup, arch_from_config, estimate, fits
+from lightalign.adapters.estimate import GIB, KNOWN, Arch, Setup, arch_from_config, estimate, fits, weight_bytes
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -46,24 +46,6 @@ def test_gradient_checkpointing_and_quantization_lower_the_estimate():
     assert estimate(arch, base)["peak_bytes"] < no_gc and estimate(arch, base)["peak_bytes"] < sixteen
 
 
-def _weight_bytes(model) -> int:
-    """Bytes actually held by the weights, including NF4 block constants (double-quantized)."""
-    import bitsandbytes as bnb
-
-    total, seen = 0, set()
-    for module in model.modules():
-        for p in module.parameters(recurse=False):
-            if id(p) not in seen:  # a tied lm_head shares the embedding's tensor
-                seen.add(id(p))
-                total += p.numel() * p.element_size()
-        if isinstance(module, bnb.nn.Linear4bit):
-            qs = module.weight.quant_state
-            total += qs.absmax.numel() * qs.absmax.element_size()
-            if qs.nested:
-                total += qs.state2.absmax.numel() * qs.state2.absmax.element_size()
-    return total
-
-
 def test_weight_terms_match_a_loaded_4bit_model(tiny_model_dir):
     from lightalign.adapters import loading
     from lightalign.adapters.sections import ModelSection
@@ -72,7 +54,7 @@ def test_weight_terms_match_a_loaded_4bit_model(tiny_model_dir):
     model = loading.load_base(ModelSection(name_or_path=str(tiny_model_dir)), training=True)
     terms = estimate(arch, Setup(compute_bytes=4))["terms"]
     predicted = terms["base_4bit_linear"] + terms["base_unquantized"]
-    measured = _weight_bytes(model)
+    measured = weight_bytes(model)
     assert abs(predicted - measured) / measured < 0.05, (predicted, measured)
 
 
