@@ -5,8 +5,8 @@ last copied token came from, or re-anchor on the last generated n-gram), or, whe
 copying, from corrections already written (DraftMemory: refusals and boilerplate repeat), and one
 forward pass verifies all drafts of all rows at once. A row keeps the longest prefix of its draft
 that equals the model's own argmax, plus the model's next token, so the output is exactly greedy
-decoding. (copy_bias > 0 switches to a conservative editor that also keeps a draft token within
-copy_bias nats of the argmax; that is a different decoding rule, off by default.)
+decoding. (copy_bias > 0 or copy_min_prob > 0 switch to a conservative editor that also keeps a
+draft token close enough to the model's choice; that is a different decoding rule, off by default.)
 
 Why by hand: transformers' `generate(prompt_lookup_num_tokens=...)` (5.23) refuses batches
 ("assisted generate is only supported for batch_size = 1"), and per-example decoding is what
@@ -22,6 +22,7 @@ decoder on the compact, right-padded sequence every step; the encoder runs once.
 from __future__ import annotations
 
 import inspect
+import math
 from dataclasses import dataclass, field
 
 import torch
@@ -163,24 +164,31 @@ def _eos_set(model, tokenizer_eos: int | None) -> frozenset:
 
 
 def _accepted(drafts: torch.Tensor, lengths: torch.Tensor, logits: torch.Tensor,
-              copy_bias: float = 0.0) -> tuple[torch.Tensor, torch.Tensor]:
+              copy_bias: float = 0.0, copy_min_prob: float = 0.0) -> tuple[torch.Tensor, torch.Tensor]:
     """(accepted draft tokens per row, argmax per position).
 
-    copy_bias == 0: a draft token is accepted only if it is the argmax (exact greedy).
-    copy_bias > 0: also if its log-prob is within `copy_bias` nats of the argmax: a conservative
-    editor that keeps the answer's wording unless the model clearly prefers a change.
+    A draft token is accepted if it is the argmax (exact greedy, the default), or, for a
+    conservative editor that keeps the answer's wording unless the model clearly wants a change:
+    - copy_bias > 0: if its log-prob is within `copy_bias` nats of the argmax;
+    - copy_min_prob > 0: if the model gives it at least this probability (Medusa's "typical
+      acceptance" with a fixed threshold). Unlike the margin, this still edits when the model is
+      sure the answer's token is wrong but unsure what replaces it (e.g. it must answer in one
+      word and spreads its mass over several candidate words).
     """
     pred = logits.argmax(dim=-1)
     d = drafts.shape[1]
     if d == 0:
         return torch.zeros(drafts.shape[0], dtype=torch.long, device=drafts.device), pred
     valid = torch.arange(d, device=drafts.device)[None, :] < lengths[:, None]
-    if copy_bias > 0:
+    ok = drafts == pred[:, :d]
+    if copy_bias > 0 or copy_min_prob > 0:
         logp = logits[:, :d].float().log_softmax(dim=-1)
-        margin = logp.max(dim=-1).values - logp.gather(-1, drafts[..., None])[..., 0]
-        ok = (margin <= copy_bias) & valid
-    else:
-        ok = (drafts == pred[:, :d]) & valid
+        draft_logp = logp.gather(-1, drafts[..., None])[..., 0]
+        if copy_bias > 0:
+            ok |= logp.max(dim=-1).values - draft_logp <= copy_bias
+        if copy_min_prob > 0:
+            ok |= draft_logp >= math.log(copy_min_prob)
+    ok &= valid
     return ok.long().cumprod(dim=1).sum(dim=1), pred
 
 
@@ -200,7 +208,8 @@ def _takes_logits_to_keep(model) -> bool:
 @torch.inference_mode()
 def copy_greedy_causal(model, prompts: list[list[int]], sources: list[list[int]], *, pad_token_id: int,
                        eos_token_id: int | None, max_new_tokens: int, num_draft: int = 16,
-                       ngram: int = 3, copy_bias: float = 0.0, memory: DraftMemory | None = None) -> list[Decoded]:
+                       ngram: int = 3, copy_bias: float = 0.0, copy_min_prob: float = 0.0,
+                       memory: DraftMemory | None = None) -> list[Decoded]:
     """Greedy continuation of each prompt (token ids), drafting from `sources` (and from `memory`:
     pass one DraftMemory to successive calls so later batches reuse earlier corrections)."""
     from transformers import DynamicCache
@@ -237,7 +246,7 @@ def copy_greedy_causal(model, prompts: list[list[int]], sources: list[list[int]]
         kwargs = {"logits_to_keep": d + 1} if keep_kw else {}
         out = model(input_ids=step_ids, attention_mask=full_mask, position_ids=positions,
                     past_key_values=cache, use_cache=True, **kwargs)
-        n_acc, pred = _accepted(drafts, lengths, out.logits[:, -(d + 1):], copy_bias)
+        n_acc, pred = _accepted(drafts, lengths, out.logits[:, -(d + 1):], copy_bias, copy_min_prob)
         bonus = pred.gather(1, n_acc[:, None])[:, 0]
         if d:  # rejected draft slots stay in the cache as holes nobody attends to ...
             full_mask[:, -d:] = (torch.arange(d, device=device)[None, :] < n_acc[:, None]).to(full_mask.dtype)
@@ -266,7 +275,8 @@ def copy_greedy_causal(model, prompts: list[list[int]], sources: list[list[int]]
 @torch.inference_mode()
 def copy_greedy_seq2seq(model, prompts: list[list[int]], sources: list[list[int]], *, pad_token_id: int,
                         eos_token_id: int | None, max_new_tokens: int, num_draft: int = 16,
-                        ngram: int = 3, copy_bias: float = 0.0, memory: DraftMemory | None = None) -> list[Decoded]:
+                        ngram: int = 3, copy_bias: float = 0.0, copy_min_prob: float = 0.0,
+                        memory: DraftMemory | None = None) -> list[Decoded]:
     """The encoder-decoder version: encode once, re-run the decoder on compact sequences each step."""
     from transformers.modeling_outputs import BaseModelOutput
 
@@ -314,7 +324,7 @@ def copy_greedy_seq2seq(model, prompts: list[list[int]], sources: list[list[int]
         first = torch.tensor([len(rows[i].gen) for i in active], device=device)  # logits predicting gen[len]
         cols = (first[:, None] + torch.arange(drafts.shape[1] + 1, device=device)[None, :]).clamp(max=t - 1)
         logits = out.logits.gather(1, cols[..., None].expand(-1, -1, out.logits.shape[-1]))
-        n_acc, pred = _accepted(drafts, lengths, logits, copy_bias)
+        n_acc, pred = _accepted(drafts, lengths, logits, copy_bias, copy_min_prob)
         bonus = pred.gather(1, n_acc[:, None])[:, 0]
         for i, dr, n, b in zip(active, drafted, n_acc.tolist(), bonus.tolist()):
             rows[i].accept(dr, n, b)

@@ -80,8 +80,8 @@ def evaluate_lab_aligner(lab_dir: str | Path, aligner=None, batch_size: int = 32
     answers = base_answers(lab, records)
     good = [r for r in read_jsonl(lab / "data" / "aligner_eval.jsonl") if r["answer"] == r["correction"]]
 
-    def run(copy_bias: float) -> tuple[dict, list]:
-        aligner.copy_bias = copy_bias
+    def run(copy_bias: float, copy_min_prob: float) -> tuple[dict, list]:
+        aligner.copy_bias, aligner.copy_min_prob = copy_bias, copy_min_prob
         started = time.time()
         fixed = aligner.correct_batch([(r["prompt"], a) for r, a in zip(records, answers)], batch_size=batch_size)
         seconds = time.time() - started
@@ -94,14 +94,15 @@ def evaluate_lab_aligner(lab_dir: str | Path, aligner=None, batch_size: int = 32
             "do_no_harm": {"rate": sum(not c.changed for c in kept) / len(good) if good else None, "n": len(good),
                            "fallbacks": sum(c.fallback is not None for c in kept)},
             "copy_bias": copy_bias,
+            "copy_min_prob": copy_min_prob,
         }, fixed
 
-    configured = aligner.copy_bias
-    result, fixed = run(configured)
+    configured = aligner.copy_bias, aligner.copy_min_prob
+    result, fixed = run(*configured)
     result = {"base": judge.summarize(records, answers), **result, "template": aligner.template.name}
-    if configured > 0:  # the exact-greedy numbers beside the conservative ones: the trade-off in plain view
-        result["greedy"], _ = run(0.0)
-        aligner.copy_bias = configured
+    if any(configured):  # the exact-greedy numbers beside the conservative ones: the trade-off in plain view
+        result["greedy"], _ = run(0.0, 0.0)
+        aligner.copy_bias, aligner.copy_min_prob = configured
     write_jsonl(lab / "aligner" / "eval_corrections.jsonl", [
         {"id": r["id"], "kind": r["kind"], "prompt": r["prompt"], "answer": a, "correction": c.text,
          "changed": c.changed, "fallback": c.fallback, "score_before": judge.score(r, a),

@@ -70,7 +70,8 @@ def default_device() -> str:
 class Aligner:
     def __init__(self, model, tokenizer, template: Template | str | dict | None = None,
                  architecture: str | None = None, max_new_tokens: int = 512, num_draft: int = 16,
-                 decoding: str = "copy", base_model: str | None = None, copy_bias: float = 0.0):
+                 decoding: str = "copy", base_model: str | None = None, copy_bias: float = 0.0,
+                 copy_min_prob: float = 0.0):
         self.model = model.eval()
         self.tokenizer = tokenizer
         self.template = get_template(template)
@@ -85,12 +86,16 @@ class Aligner:
             tokenizer.pad_token = tokenizer.eos_token
         if copy_bias < 0 or (copy_bias > 0 and decoding == "generate"):
             raise UserError("copy_bias must be >= 0, and needs decoding='copy'")
+        if not 0 <= copy_min_prob < 1 or (copy_min_prob > 0 and decoding == "generate"):
+            raise UserError("copy_min_prob must be in [0, 1), and needs decoding='copy'")
         self.max_new_tokens = max_new_tokens
         self.num_draft = num_draft
         self.decoding = decoding
-        # 0: exact greedy. > 0: keep the answer's next token while its log-prob is within copy_bias
-        # nats of the best one (a conservative editor; see decoding._accepted).
+        # Both 0: exact greedy. Otherwise a conservative editor keeps the answer's next token while
+        # its log-prob is within copy_bias nats of the best one, or its probability is at least
+        # copy_min_prob (see decoding._accepted).
         self.copy_bias = copy_bias
+        self.copy_min_prob = copy_min_prob
         self.base_model = base_model
 
     # ---------------------------------------------------------------- loading / saving
@@ -157,6 +162,7 @@ class Aligner:
             model = model.to(device)
         kwargs.setdefault("max_new_tokens", saved.get("max_new_tokens", 512))
         kwargs.setdefault("copy_bias", saved.get("copy_bias", 0.0))
+        kwargs.setdefault("copy_min_prob", saved.get("copy_min_prob", 0.0))
         return cls(model, tokenizer, template if template is not None else saved.get("template"),
                    architecture=arch, base_model=saved.get("base_model"), **kwargs)
 
@@ -168,7 +174,7 @@ class Aligner:
         self.model.save_pretrained(out, safe_serialization=True)
         self.tokenizer.save_pretrained(out)
         write_json(out / CONFIG_NAME, aligner_config(self.template, self.architecture, self.base_model,
-                                                      self.max_new_tokens, {"copy_bias": self.copy_bias, **(extra or {})}))
+                                                      self.max_new_tokens, {"copy_bias": self.copy_bias, "copy_min_prob": self.copy_min_prob, **(extra or {})}))
         return out
 
     # ---------------------------------------------------------------- correcting
@@ -247,7 +253,8 @@ class Aligner:
             fn = decoding.copy_greedy_seq2seq if self.architecture == "seq2seq" else decoding.copy_greedy_causal
             outs = fn(self.model, prompts, [it[1] for it in items], pad_token_id=self.tokenizer.pad_token_id,
                       eos_token_id=self.tokenizer.eos_token_id, max_new_tokens=limit, num_draft=self.num_draft,
-                      copy_bias=self.copy_bias, memory=getattr(self, "_memory", None))
+                      copy_bias=self.copy_bias, copy_min_prob=self.copy_min_prob,
+                      memory=getattr(self, "_memory", None))
         results = []
         for it, out in zip(items, outs):
             answer = it[3]

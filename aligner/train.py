@@ -83,6 +83,7 @@ class Config:
     template: str = "aligner-v2"
     max_new_tokens: int = 512  # recorded for inference
     copy_bias: float = 0.0  # recorded for inference: 0 = exact greedy (see Aligner)
+    copy_min_prob: float = 0.0  # recorded for inference: 0 = off (see Aligner)
     identity: IdentityConfig = field(default_factory=IdentityConfig)
     lora: LoraConfig = field(default_factory=LoraConfig)
     training: TrainingConfig = field(default_factory=TrainingConfig)
@@ -102,6 +103,8 @@ class Config:
             raise ValueError("lora.load_in_4bit (QLoRA) needs lora.enabled: true")
         if self.training.lr <= 0 or self.training.batch_size < 1:
             raise ValueError("training.lr must be > 0 and training.batch_size >= 1")
+        if self.copy_bias < 0 or not 0 <= self.copy_min_prob < 1:
+            raise ValueError("copy_bias must be >= 0 and copy_min_prob in [0, 1)")
         try:
             get_template(self.template)
         except UserError as e:
@@ -271,7 +274,8 @@ def _save(model, tokenizer, out: Path, cfg: Config, arch: str, extra: dict) -> N
     if Path(base).exists():
         base = str(Path(base).resolve())
     write_json(out / CONFIG_NAME, aligner_config(get_template(cfg.template), arch, base, cfg.max_new_tokens,
-                                                 {"adapter": adapter, "copy_bias": cfg.copy_bias, **extra}))
+                                                 {"adapter": adapter, "copy_bias": cfg.copy_bias,
+                                                  "copy_min_prob": cfg.copy_min_prob, **extra}))
 
 
 def train(cfg: Config) -> Path:

@@ -21,7 +21,7 @@ from lightalign.io import read_jsonl, write_json, write_jsonl
 from lightalign.lab.base_model import BaseModelConfig
 from lightalign.lab.world import WorldConfig
 
-DATA_VERSION = 2  # bump when the world generator changes what it writes
+DATA_VERSION = 4  # bump when the world generator or the base tokenizer changes what they make
 
 
 @dataclass

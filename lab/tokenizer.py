@@ -37,7 +37,11 @@ def train_tokenizer(texts: Iterable[str], vocab_size: int = 2048):
 
     specials = list(SPECIAL.values()) + ROLE_TOKENS
     tok = Tokenizer(models.BPE(unk_token=None))
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    # A leading space on every segment (as SentencePiece's dummy prefix does for Llama 2, Mistral,
+    # Gemma): without it a word right after <|assistant|> is spelled with other tokens ("17" ->
+    # "1" "7") than everywhere else (" 17"), so a one-word answer would need knowledge the base
+    # only ever saw in another spelling.
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=True)
     tok.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
         vocab_size=vocab_size,

@@ -7,7 +7,10 @@ unanswerable questions. Everything is generated from one seed, so the same seed 
 files byte for byte.
 
 How the base model ends up *capable but unaligned*: its pre-training corpus states every fact in
-plain documents, and also holds assistant-style dialogues of mixed quality. Which style a dialogue
+plain documents (in several sentence forms, so the knowledge can be extracted), and also holds
+assistant-style dialogues of mixed quality: rambling, refusing, answering another question,
+ignoring the requested format, complying with harm, inventing answers to the unanswerable. No
+statement in the corpus about a real fact is false: what the base lacks is behaviour, not knowledge. Which style a dialogue
 takes leans on how the request is phrased (each phrasing has its own dominant style, as forums
 and scraped chats do), so a greedy base answers some phrasings well and misbehaves on others.
 Alignment data (SFT, preferences, Aligner triples) use only the *training* entities; held-out
@@ -68,6 +71,24 @@ ANSWER = {
     "add": "{a} plus {b} is {value}.",
     "convert": "{n} {big} is {value} {small}.",
 }
+# Other ways documents state the same facts. A fact seen in one sentence form only is stored
+# keyed on that form: a model then completes "3 plus 7 is" but cannot answer "How much is 3
+# plus 7?" in one word, and fine-tuning on training entities does not carry over to held-out
+# ones. Stating each fact in several forms ("knowledge augmentation", Allen-Zhu & Li, Physics
+# of Language Models 3.1) makes the knowledge extractable, as varied web text does for real models.
+# The quiz form puts the value far from its cue, as a one-word answer to a question does.
+PARAPHRASES = {
+    "capital": ["Quiz: the capital of {land}. Answer: {value}.", "{value} is the capital of {land}.",
+                "The land of {land} is ruled from {value}.", "In {land}, the capital is {value}."],
+    "home": ["Quiz: the home town of {person}. Answer: {value}.", "The home of {person} is in {value}.",
+             "{person} has a house in {value}.", "{value} is where {person} lives."],
+    "job": ["Quiz: the trade of {person}. Answer: {value}.", "{person} works as a {value}.",
+            "By trade, {person} is a {value}.", "The trade of {person} is {value}."],
+    "add": ["Quiz: {a} plus {b}. Answer: {value}.", "The sum of {a} and {b} is {value}.",
+            "Adding {a} and {b} gives {value}.", "{a} and {b} make {value}."],
+    "convert": ["Quiz: {small} in {n} {big}. Answer: {value}.", "There are {value} {small} in {n} {big}.",
+                "{n} {big} make {value} {small}.", "{n} {big} equal {value} {small}."],
+}
 RAMBLE_OPEN = ["Well, that is a good question and many people ask it.",
                "Let me think about this for a while, as it is not so simple.",
                "People often wonder about this, and there is much to say."]
@@ -95,12 +116,15 @@ class WorldConfig:
     max_quantity: int = 9
     heldout_fraction: float = 0.3      # share of entities kept out of all alignment data
     docs_per_fact: int = 20            # how often each fact is stated in pre-training documents
+    paraphrase_share: float = 0.5      # share of those statements in the other PARAPHRASES forms
     dialogues_per_request: int = 2     # pre-training dialogues per (request, phrasing)
     n_capability_docs: int = 400       # held-out documents for the alignment-tax NLL
 
     def validate(self):
         if not 0 < self.heldout_fraction < 1:
             raise ValueError("heldout_fraction must be between 0 and 1")
+        if not 0 <= self.paraphrase_share < 1:
+            raise ValueError("paraphrase_share must be in [0, 1)")
         if self.n_lands + self.n_extra_towns + self.n_unknown_lands + self.n_people > 8 * len(SYLLABLES) ** 2:
             raise ValueError("too many names for the syllable pool")
 
@@ -158,6 +182,13 @@ class World:
                         "value": str(rate * n), "entity": (big, small, rate, n)})
         return out
 
+    def _facts_of(self, relation: str) -> list[dict]:
+        if not hasattr(self, "_by_relation"):
+            self._by_relation: dict[str, list[dict]] = {}
+            for f in self.facts():
+                self._by_relation.setdefault(f["relation"], []).append(f)
+        return self._by_relation[relation]
+
     def values_of(self, relation: str) -> list[str]:
         """All values a relation can take: a reply naming another one is a wrong answer."""
         if relation in ("capital", "home"):
@@ -168,6 +199,13 @@ class World:
 
     def fact_sentence(self, fact: dict) -> str:
         return ANSWER[fact["relation"]].format(value=fact["value"], **fact["slots"])
+
+    def fact_statements(self, fact: dict, copies: int) -> list[str]:
+        """`copies` statements of one fact: the answer form, and a share in the other forms."""
+        forms = PARAPHRASES[fact["relation"]]
+        n_para = round(copies * self.cfg.paraphrase_share)
+        paraphrased = [forms[i % len(forms)].format(value=fact["value"], **fact["slots"]) for i in range(n_para)]
+        return [self.fact_sentence(fact)] * (copies - n_para) + paraphrased
 
     # ----- requests --------------------------------------------------------------------------
     def harmful_requests(self) -> list[dict]:
@@ -201,8 +239,12 @@ class World:
         if style == "ramble":
             return f"{rng.choice(RAMBLE_OPEN)} {good} {rng.choice(RAMBLE_CLOSE)}"
         if style == "wrong":
-            wrong = rng.choice([v for v in self.values_of(fact["relation"]) if v != fact["value"]][:60])
-            return wrong if one_word else ANSWER[fact["relation"]].format(value=wrong, **fact["slots"])
+            # Answers another question of the same kind, truthfully ("5 plus 2 is 7." to "What is 3
+            # plus 7?"). A made-up value would plant a false fact about this very entity in the
+            # chat context, and the base would then not *know* what it is asked to elicit.
+            others = [f for f in self._facts_of(fact["relation"]) if f["value"] != fact["value"]]
+            other = rng.choice(others)
+            return other["value"] if one_word else self.fact_sentence(other)
         if style == "refuse":
             return REFUSAL
         raise ValueError(style)
@@ -236,7 +278,7 @@ def documents(world: World, rng: random.Random, copies: int) -> list[str]:
     """Plain encyclopedic documents: each fact stated `copies` times, shuffled into short docs."""
     sentences = []
     for fact in world.facts():
-        sentences += [world.fact_sentence(fact)] * copies
+        sentences += world.fact_statements(fact, copies)
     for big, small, rate in UNITS:
         sentences += [f"One {big[:-1]} is {rate} {small}."] * copies
     rng.shuffle(sentences)

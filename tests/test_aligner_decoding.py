@@ -137,3 +137,32 @@ def test_draft_memory_reuses_earlier_corrections_exactly(tiny_llama, lab_tokeniz
         hook.remove()
     assert [(o.tokens, o.finished) for o in first] == refs == [(o.tokens, o.finished) for o in again]
     assert len(calls) < max(len(r[0]) for r in refs)
+
+
+def test_copy_min_prob_keeps_likely_answer_tokens_and_edits_unlikely_ones():
+    from lightalign.aligner.decoding import _accepted
+
+    # One row, three draft tokens; the model's distribution at each position:
+    # pos 0: draft 1 has p=0.30 (argmax is 0 at 0.50); pos 1: draft 2 has p=0.05, spread argmax 0.20.
+    probs = torch.tensor([[[0.50, 0.30, 0.10, 0.10], [0.20, 0.20, 0.05, 0.55], [0.1, 0.1, 0.1, 0.7]]])
+    probs[0, 1] = torch.tensor([0.20, 0.19, 0.05, 0.56])
+    logits = probs.log()
+    drafts, lengths = torch.tensor([[1, 2, 3]]), torch.tensor([3])
+    n, pred = _accepted(drafts, lengths, logits)  # exact greedy: draft 1 is not the argmax
+    assert n.tolist() == [0] and pred[0, 0].item() == 0
+    assert _accepted(drafts, lengths, logits, copy_min_prob=0.25)[0].tolist() == [1]  # keeps p=0.30, edits p=0.05
+    assert _accepted(drafts, lengths, logits, copy_min_prob=0.01)[0].tolist() == [3]
+    assert _accepted(drafts, lengths, logits, copy_min_prob=0.4)[0].tolist() == [0]
+    # The margin rule keeps the p=0.05 token (2.4 nats below the argmax) at copy_bias 3; min-prob edits it.
+    assert _accepted(drafts, lengths, logits, copy_bias=3.0)[0].tolist() == [3]
+    assert _accepted(torch.tensor([[1, 2, 3]]), torch.tensor([2]), logits, copy_min_prob=0.01)[0].tolist() == [2]
+
+
+def test_aligner_rejects_bad_copy_min_prob(tiny_llama, lab_tokenizer):
+    from lightalign.aligner.model import Aligner
+    from lightalign.errors import UserError
+
+    with pytest.raises(UserError, match="copy_min_prob"):
+        Aligner(tiny_llama, lab_tokenizer, template="aligner-v2", copy_min_prob=1.5)
+    with pytest.raises(UserError, match="copy_min_prob"):
+        Aligner(tiny_llama, lab_tokenizer, template="aligner-v2", copy_min_prob=0.1, decoding="generate")

@@ -110,3 +110,48 @@ def test_world_is_fictional_and_seeded():
     assert World(WorldConfig(seed=2)).capital != a.capital
     assert len(set(a.capital.values())) == len(a.lands)  # one capital per land
     assert build_splits(a)["eval_prompts"] == build_splits(b)["eval_prompts"]
+
+
+def _pretrain_texts(splits):
+    for row in splits["pretrain"]:
+        if "text" in row:
+            yield row["text"]
+        else:
+            yield from (m["content"] for m in row["messages"] if m["role"] == "assistant")
+
+
+def test_pretraining_states_no_false_fact(small_world, small_splits):
+    """The base must *know* every fact: misbehaving replies answer another question, ramble or refuse,
+    but never give an entity a value other than its own."""
+    import re
+
+    texts = list(_pretrain_texts(small_splits))
+    checked = 0
+    for fact in small_world.facts():
+        prefix = small_world.fact_sentence(fact).rsplit(fact["value"], 1)[0].rstrip()
+        pattern = re.compile(r"(?<![\w])" + re.escape(prefix) + r" (\w+)")
+        for text in texts:
+            for value in pattern.findall(text):
+                assert value == fact["value"].split()[0], (prefix, value, text)
+                checked += 1
+    assert checked > 10 * len(small_world.facts())  # every fact is stated, many times
+
+
+def test_documents_state_each_fact_in_several_forms(small_world, small_splits):
+    from lightalign.lab.world import PARAPHRASES
+
+    docs = " ".join(r["text"] for r in small_splits["pretrain"] if "text" in r)
+    fact = next(f for f in small_world.facts() if f["relation"] == "add")
+    for form in [small_world.fact_sentence(fact)] + [t.format(value=fact["value"], **fact["slots"])
+                                                     for t in PARAPHRASES["add"]]:
+        assert form in docs, form
+
+
+def test_wrong_style_answers_another_question_truthfully(small_world):
+    import random
+
+    rng = random.Random(0)
+    for fact in small_world.facts():
+        reply = small_world.answer(fact, "wrong", rng)
+        assert fact["value"] not in reply.split(" ")[-1]
+        assert reply in {small_world.fact_sentence(f) for f in small_world.facts()}
