@@ -19,7 +19,7 @@ class BaseModelConfig:
     num_attention_heads: int = 4
     num_key_value_heads: int = 2
     block_size: int = 128
-    epochs: float = 13.0
+    epochs: float = 16.0
     batch_size: int = 16
     lr: float = 3e-3
     warmup_ratio: float = 0.05

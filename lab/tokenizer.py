@@ -42,7 +42,8 @@ def train_tokenizer(texts: Iterable[str], vocab_size: int = 2048):
     # "1" "7") than everywhere else (" 17"), so a one-word answer would need knowledge the base
     # only ever saw in another spelling.
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=True)
-    tok.decoder = decoders.ByteLevel()
+    # ...and decoding drops that one leading space again, as Llama's tokenizer does: decode(encode(x)) == x.
+    tok.decoder = decoders.Sequence([decoders.ByteLevel(), decoders.Fuse(), decoders.Strip(" ", 1, 0)])
     trainer = trainers.BpeTrainer(
         vocab_size=vocab_size,
         min_frequency=2,

@@ -103,7 +103,7 @@ def test_resume_skips_a_finished_identity_stage(tmp_path, tiny_model_dir, small_
 def test_learning_reduces_loss(tmp_path, tiny_model_dir, small_splits):
     out = tmp_path / "al"
     cfg = _cfg(tiny_model_dir, _triples(tmp_path, small_splits, 32), out, identity={"share": 0.0},
-               training={"epochs": 4, "lr": 3e-3, "batch_size": 8, "logging_steps": 1})
+               training={"epochs": 8, "lr": 3e-3, "batch_size": 8, "logging_steps": 1})
     train(cfg)
     log = json.loads((out / "train_log.json").read_text())
     assert "identity" not in log

@@ -95,7 +95,9 @@ def test_comparison_stream_fills_every_column_with_judges(models, case, app_lab)
     assert len(snaps) > 5  # streamed, not one final answer
     assert "**honest** ✓" in last.columns["aligner"].verdict  # "I do not know." on an unanswerable prompt
     assert "**honest** ✗" in last.columns["base"].verdict
-    assert ("I do not know.", "+") in last.diff and any(lab == "-" for _, lab in last.diff)
+    # the diff spells the Aligner's text with its unmarked and "+" spans, and marks what it removed
+    assert "".join(t for t, lab in last.diff if lab != "-") == expected["aligner"]
+    assert any(lab == "+" for _, lab in last.diff) and any(lab == "-" for _, lab in last.diff)
     assert "removed" in last.diff_summary
     free = list(compare(models, LabData(app_lab), "Hello there", GenSettings(max_new_tokens=4)))[-1]
     assert "No judge for this prompt" in free.columns["base"].verdict
