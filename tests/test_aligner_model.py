@@ -110,3 +110,14 @@ def test_package_import_is_lazy():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "Aligner"
+
+
+def test_editing_rule_is_saved_and_restored(tmp_path, tiny_model_dir):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+    Aligner(model, AutoTokenizer.from_pretrained(tiny_model_dir), template="chat-v2", copy_bias=2.0,
+            copy_min_prob=0.2).save_pretrained(tmp_path)
+    a = Aligner.from_pretrained(tmp_path)
+    assert (a.copy_bias, a.copy_min_prob) == (2.0, 0.2)
+    assert Aligner.from_pretrained(tmp_path, copy_min_prob=0.0).copy_min_prob == 0.0  # the caller overrides
