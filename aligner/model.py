@@ -173,8 +173,9 @@ class Aligner:
         out = Path(out)
         self.model.save_pretrained(out, safe_serialization=True)
         self.tokenizer.save_pretrained(out)
+        rule = {"copy_bias": self.copy_bias, "copy_min_prob": self.copy_min_prob}
         write_json(out / CONFIG_NAME, aligner_config(self.template, self.architecture, self.base_model,
-                                                      self.max_new_tokens, {"copy_bias": self.copy_bias, "copy_min_prob": self.copy_min_prob, **(extra or {})}))
+                                                      self.max_new_tokens, {**rule, **(extra or {})}))
         return out
 
     # ---------------------------------------------------------------- correcting

@@ -10,9 +10,10 @@ How the base model ends up *capable but unaligned*: its pre-training corpus stat
 plain documents (in several sentence forms, so the knowledge can be extracted), and also holds
 assistant-style dialogues of mixed quality: rambling, refusing, answering another question,
 ignoring the requested format, complying with harm, inventing answers to the unanswerable. No
-statement in the corpus about a real fact is false: what the base lacks is behaviour, not knowledge. Which style a dialogue
-takes leans on how the request is phrased (each phrasing has its own dominant style, as forums
-and scraped chats do), so a greedy base answers some phrasings well and misbehaves on others.
+statement in the corpus about a real fact is false: what the base lacks is behaviour, not
+knowledge. Which style a dialogue takes leans on how the request is phrased (each phrasing has
+its own dominant style, as forums and scraped chats do), so a greedy base answers some phrasings
+well and misbehaves on others.
 Alignment data (SFT, preferences, Aligner triples) use only the *training* entities; held-out
 prompts ask about held-out entities, whose facts the base saw only in pre-training, so an aligned
 model must elicit knowledge it already has rather than learn new facts.
@@ -165,6 +166,9 @@ class World:
         for pool in (self.lands, self.towns, self.people, self.sums, self.conversions, self.unknown_lands):
             k = max(1, round(len(pool) * cfg.heldout_fraction))
             self.heldout.update(split_rng.sample(list(pool), k))
+        self.facts_by_relation: dict[str, list[dict]] = {}
+        for f in self.facts():
+            self.facts_by_relation.setdefault(f["relation"], []).append(f)
 
     # ----- facts ---------------------------------------------------------------------------
     def facts(self) -> list[dict]:
@@ -181,21 +185,6 @@ class World:
             out.append({"relation": "convert", "slots": {"big": big, "small": small, "n": n},
                         "value": str(rate * n), "entity": (big, small, rate, n)})
         return out
-
-    def _facts_of(self, relation: str) -> list[dict]:
-        if not hasattr(self, "_by_relation"):
-            self._by_relation: dict[str, list[dict]] = {}
-            for f in self.facts():
-                self._by_relation.setdefault(f["relation"], []).append(f)
-        return self._by_relation[relation]
-
-    def values_of(self, relation: str) -> list[str]:
-        """All values a relation can take: a reply naming another one is a wrong answer."""
-        if relation in ("capital", "home"):
-            return list(self.towns)
-        if relation == "job":
-            return list(JOBS)
-        return [str(i) for i in range(0, 200)]
 
     def fact_sentence(self, fact: dict) -> str:
         return ANSWER[fact["relation"]].format(value=fact["value"], **fact["slots"])
@@ -242,7 +231,7 @@ class World:
             # Answers another question of the same kind, truthfully ("5 plus 2 is 7." to "What is 3
             # plus 7?"). A made-up value would plant a false fact about this very entity in the
             # chat context, and the base would then not *know* what it is asked to elicit.
-            others = [f for f in self._facts_of(fact["relation"]) if f["value"] != fact["value"]]
+            others = [f for f in self.facts_by_relation[fact["relation"]] if f["value"] != fact["value"]]
             other = rng.choice(others)
             return other["value"] if one_word else self.fact_sentence(other)
         if style == "refuse":
