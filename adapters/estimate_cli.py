@@ -23,13 +23,13 @@ def run(args):
     import json
 
     from lightalign.adapters import estimate as est
-    from lightalign.adapters.runs import load_recipe
     from lightalign.errors import UserError
-    from lightalign.train_cli import resolve_recipe
+    from lightalign.training import load_recipe
 
-    path = resolve_recipe(args.recipe)
-    module, cfg = load_recipe(path, args.overrides)
-    method = module.__name__.rsplit(".", 1)[-1]
+    recipe = load_recipe(args.recipe, args.overrides)
+    path, cfg, method = recipe.path, recipe.config, recipe.method
+    if method not in ("sft", "dpo", "orpo"):
+        raise UserError(f"{path}: estimate covers adapter recipes (sft, dpo, orpo), not method {method!r}")
     arch = est.resolve_arch(cfg.model.name_or_path)
     setup = est.setup_from_recipe(cfg, method, device=args.device)
     out = est.report(arch, setup)

@@ -14,19 +14,18 @@ import json
 import shutil
 from pathlib import Path
 
+from lightalign import loading
 from lightalign.errors import UserError
+from lightalign.training.sections import ModelSection
 
 
 def trained_model_section(adapter_dir: Path, base: str | None = None, **overrides):
     """The ModelSection the adapter was trained with (from run_config.json if present)."""
-    from lightalign.adapters.loading import adapter_base_name
-    from lightalign.adapters.sections import ModelSection
-
     fields = {}
     run_cfg = adapter_dir / "run_config.json"
     if run_cfg.exists():
         fields = dict(json.loads(run_cfg.read_text(encoding="utf-8")).get("model", {}))
-    name = base or fields.get("name_or_path") or adapter_base_name(adapter_dir)
+    name = base or fields.get("name_or_path") or loading.adapter_base_name(adapter_dir)
     if not name:
         raise UserError(f"{adapter_dir}: the adapter does not name its base; pass --base")
     fields["name_or_path"] = name
@@ -37,8 +36,6 @@ def trained_model_section(adapter_dir: Path, base: str | None = None, **override
 
 def merge_adapter(adapter_dir: str | Path, out_dir: str | Path, base: str | None = None, dtype: str = "auto",
                   allow_pickle: bool | None = None, trust_remote_code: bool | None = None) -> Path:
-    from lightalign.adapters import loading
-
     adapter_dir, out_dir = Path(adapter_dir), Path(out_dir)
     loading.check_adapter_dir(adapter_dir, bool(allow_pickle))
     model_cfg = trained_model_section(adapter_dir, base, allow_pickle=allow_pickle,
@@ -49,9 +46,7 @@ def merge_adapter(adapter_dir: str | Path, out_dir: str | Path, base: str | None
         model = model.dequantize(dtype=out_dtype)
     else:
         model = model.to(out_dtype)
-    from peft import PeftModel
-
-    merged = PeftModel.from_pretrained(model, str(adapter_dir)).merge_and_unload()
+    merged = loading.load_peft(model, adapter_dir, model_cfg.allow_pickle).merge_and_unload()
     merged = merged.to(out_dtype)
     tmp = out_dir.with_name(out_dir.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)

@@ -12,7 +12,10 @@ import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from lightalign.adapters.sections import DataSection, LoraSection, ModelSection, TrainingSection, validate_resume
+from lightalign import loading
+from lightalign.adapters.batching import group_preference_rows
+from lightalign.training import policy, runs
+from lightalign.training.sections import DataSection, LoraSection, ModelSection, TrainingSection, validate_resume
 
 
 @dataclass
@@ -39,7 +42,7 @@ class Config:
         validate_resume(self.resume)
 
 
-def build_trainer(cfg: Config, callbacks=()):
+def build_trainer(cfg: Config, resume_from: str | None = None, callbacks=()):
     import torch
     from transformers import set_seed
 
@@ -47,56 +50,42 @@ def build_trainer(cfg: Config, callbacks=()):
         warnings.simplefilter("ignore")  # the experimental-API notice
         from trl.experimental.orpo import ORPOConfig, ORPOTrainer
 
-    from lightalign.adapters import loading, runs
     from lightalign.adapters.datasets import load_rows, to_dataset
 
     set_seed(cfg.training.seed)
     dtype = loading.compute_dtype(cfg.model.compute_dtype)
     tokenizer = loading.load_tokenizer(cfg.model.name_or_path, cfg.model.trust_remote_code, cfg.model.revision)
     rows, data_stats = load_rows(cfg.data, "preference")
-    model = loading.load_base(cfg.model, training=True, gradient_checkpointing=cfg.training.gradient_checkpointing)
-    loading.ensure_pad_token(tokenizer, model)
-    peft_config = None
-    if not cfg.lora.enabled:
-        loading.unfreeze_for_full_finetune(cfg, model)
-    elif cfg.lora.init_from:
-        from peft import PeftModel
-
-        loading.check_adapter_dir(cfg.lora.init_from, cfg.model.allow_pickle)
-        model = PeftModel.from_pretrained(model, cfg.lora.init_from, is_trainable=True)
-    else:
-        peft_config = loading.lora_config(cfg.lora)
+    runs.report_data_stats(data_stats, cfg.data.path or cfg.data.hub_id)
+    model, peft_config = policy.build_policy(cfg, tokenizer)
     args = runs.training_arguments(
-        cfg, Path(cfg.output_dir), dtype, ORPOConfig,
+        cfg.training, runs.checkpoint_dir(cfg.output_dir), dtype, ORPOConfig,
         max_length=cfg.data.max_length, beta=cfg.orpo.beta, trust_remote_code=cfg.model.trust_remote_code,
     )
-    commit, recorder = runs.make_callbacks()
+    commit, recorder = runs.make_callbacks(resume_from)
     trainer = ORPOTrainer(model=model, args=args, train_dataset=to_dataset(rows), processing_class=tokenizer,
                           peft_config=peft_config, callbacks=[commit, recorder, *callbacks])
     if dtype == torch.float32:
-        loading.cast_trainable(trainer.model, torch.float32)
+        policy.cast_trainable(trainer.model, torch.float32)
     extras = {"data": data_stats}
     if cfg.orpo.group_by_length:
-        from lightalign.adapters.batching import group_preference_rows
-
         t = cfg.training
         extras["processed_saved_by_grouping"] = group_preference_rows(trainer, t.batch_size, t.seed)
     counter = runs.CountingCollator(trainer.data_collator, tokenizer.pad_token_id)
     trainer.data_collator = counter
-    recorder.counter = counter
-    return trainer, tokenizer, {"counter": counter, "recorder": recorder, "extras": extras}
+    recorder.counter, recorder.trainer = counter, trainer
+    return trainer, tokenizer, {"recorder": recorder, "extras": extras}
 
 
 def train(cfg: Config, callbacks=()) -> Path:
-    from lightalign.adapters import runs
-
     started = time.perf_counter()
     out_dir, resume_from, done = runs.prepare_run(cfg, "orpo")
     if done:
         print(f"{out_dir}: already complete (metrics.json present); skipping")
         return out_dir
-    trainer, tokenizer, parts = build_trainer(cfg, callbacks)
-    result = trainer.train(resume_from_checkpoint=resume_from)
-    extras = {**parts["extras"], "train_loss_mean": result.training_loss, "resumed_from": resume_from}
-    return runs.finish(trainer, tokenizer, out_dir, "orpo", started, parts["counter"], parts["recorder"], extras,
+    runs.announce_resume(resume_from, f"{out_dir}: ")
+    trainer, tokenizer, parts = build_trainer(cfg, resume_from, callbacks)
+    trainer.train(resume_from_checkpoint=resume_from)
+    extras = {**parts["extras"], "resumed_from": resume_from}
+    return runs.finish(trainer, tokenizer, out_dir, "orpo", started, parts["recorder"], extras,
                        base_name=cfg.model.name_or_path)

@@ -13,8 +13,12 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from lightalign.adapters.sections import DataSection, LoraSection, ModelSection, TrainingSection, validate_resume
+from lightalign import loading
+from lightalign.adapters import labels
+from lightalign.adapters.batching import PackedRowsCollator, group_packed_rows
 from lightalign.errors import UserError
+from lightalign.training import policy, runs
+from lightalign.training.sections import DataSection, LoraSection, ModelSection, TrainingSection, validate_resume
 
 
 @dataclass
@@ -45,63 +49,49 @@ def build_trainer(cfg: Config, resume_from: str | None = None, callbacks=()):
     from transformers import set_seed
     from trl import SFTConfig, SFTTrainer
 
-    from lightalign.adapters import labels, loading, runs
     from lightalign.adapters.datasets import load_rows, to_dataset
 
     set_seed(cfg.training.seed)
     dtype = loading.compute_dtype(cfg.model.compute_dtype)
     tokenizer = loading.load_tokenizer(cfg.model.name_or_path, cfg.model.trust_remote_code, cfg.model.revision)
     rows, data_stats = load_rows(cfg.data, "sft")
-    model = loading.load_base(cfg.model, training=True, gradient_checkpointing=cfg.training.gradient_checkpointing)
-    loading.ensure_pad_token(tokenizer, model)
-    peft_config = None
-    if not cfg.lora.enabled:
-        loading.unfreeze_for_full_finetune(cfg, model)
-    elif cfg.lora.init_from:
-        from peft import PeftModel
-
-        loading.check_adapter_dir(cfg.lora.init_from, cfg.model.allow_pickle)
-        model = PeftModel.from_pretrained(model, cfg.lora.init_from, is_trainable=True)
-    else:
-        peft_config = loading.lora_config(cfg.lora)
+    runs.report_data_stats(data_stats, cfg.data.path or cfg.data.hub_id)
+    model, peft_config = policy.build_policy(cfg, tokenizer)
     padding_free_only = cfg.sft.padding_free and not cfg.sft.packing
     args = runs.training_arguments(
-        cfg, Path(cfg.output_dir), dtype, SFTConfig,
+        cfg.training, runs.checkpoint_dir(cfg.output_dir), dtype, SFTConfig,
         max_length=None if padding_free_only else cfg.data.max_length,
         packing=cfg.sft.packing, packing_strategy="bfd", padding_free=cfg.sft.padding_free,
         completion_only_loss=True, trust_remote_code=cfg.model.trust_remote_code,
     )
-    commit, recorder = runs.make_callbacks()
+    commit, recorder = runs.make_callbacks(resume_from)
     trainer = SFTTrainer(model=model, args=args, train_dataset=to_dataset(rows), processing_class=tokenizer,
                          peft_config=peft_config, callbacks=[commit, recorder, *callbacks])
     if dtype == torch.float32:
-        loading.cast_trainable(trainer.model, torch.float32)
+        policy.cast_trainable(trainer.model, torch.float32)
     try:
         audit = labels.audit(trainer.train_dataset, tokenizer, max_length=cfg.data.max_length)
     except ValueError as e:
         raise UserError(f"{cfg.data.path or cfg.data.hub_id}: label mask check failed: {e}") from None
     extras = {"data": data_stats, "label_audit": audit}
-    if cfg.sft.packing and not cfg.model.attn_implementation.startswith("flash"):
-        from lightalign.adapters.batching import PackedRowsCollator, group_packed_rows
-
+    if cfg.sft.packing and not (cfg.model.attn_implementation or "").startswith("flash"):
         trainer.data_collator = PackedRowsCollator(tokenizer.pad_token_id)
         extras["processed_saved_by_grouping"] = group_packed_rows(trainer, cfg.training.batch_size, cfg.training.seed)
     counter = runs.CountingCollator(trainer.data_collator, tokenizer.pad_token_id)
     trainer.data_collator = counter
-    recorder.counter = counter
-    return trainer, tokenizer, {"counter": counter, "recorder": recorder, "extras": extras}
+    recorder.counter, recorder.trainer = counter, trainer
+    return trainer, tokenizer, {"recorder": recorder, "extras": extras}
 
 
 def train(cfg: Config, callbacks=()) -> Path:
-    from lightalign.adapters import runs
-
     started = time.perf_counter()
     out_dir, resume_from, done = runs.prepare_run(cfg, "sft")
     if done:
         print(f"{out_dir}: already complete (metrics.json present); skipping")
         return out_dir
+    runs.announce_resume(resume_from, f"{out_dir}: ")
     trainer, tokenizer, parts = build_trainer(cfg, resume_from, callbacks)
-    result = trainer.train(resume_from_checkpoint=resume_from)
-    extras = {**parts["extras"], "train_loss_mean": result.training_loss, "resumed_from": resume_from}
-    return runs.finish(trainer, tokenizer, out_dir, "sft", started, parts["counter"], parts["recorder"], extras,
+    trainer.train(resume_from_checkpoint=resume_from)
+    extras = {**parts["extras"], "resumed_from": resume_from}
+    return runs.finish(trainer, tokenizer, out_dir, "sft", started, parts["recorder"], extras,
                        base_name=cfg.model.name_or_path)

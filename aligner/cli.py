@@ -3,13 +3,20 @@
     lightalign correct --aligner runs/minilab/aligner --in answers.jsonl --out corrected.jsonl
     cat answers.jsonl | lightalign correct --aligner PATH --in - --out -
     lightalign correct --aligner PATH --in questions.jsonl --upstream-url http://127.0.0.1:8000/v1 \
-        --upstream-name my-model --out corrected.jsonl            # ask an upstream model first
+        --upstream-model my-model --out corrected.jsonl            # ask an upstream model first
     lightalign correct --in corrected.jsonl --dpo-out dpo.jsonl --sft-out sft.jsonl   # weak-to-strong data
 
-Each input line is {"question", "answer"} (plus an optional "id" and any other fields, kept). Each
-output line adds "correction", "changed" and "fallback" (why the answer was kept, or null). A bad
-record becomes a flagged output line ("error"), never a crash. Re-running with the same --out
-skips records already written (by id, or by line number without ids), so an interrupted run resumes.
+Input: JSON Lines, one {"question", "answer"} object per line (plus an optional "id" and any other
+fields, kept), or a JSON array of such objects (on one line or pretty-printed). Each output line adds
+"correction", "changed" and "fallback" (why the answer was kept, or null). A bad record (invalid
+JSON, a line that is not UTF-8, a missing field, an upstream failure) becomes an output line with
+"error", never a crash, and is named in the summary on stderr. Re-running with the same --out skips
+records already written (by id, or by line/item number without ids), so an interrupted run resumes;
+--retry-errors also redoes the records that ended in an error (e.g. once the input is fixed).
+
+Exit codes: 0 every record was corrected (or kept with a fallback reason such as "truncated");
+1 at least one record in --out is an error record; 2 a usage error (bad flag, missing file, a
+folder where a file is expected, an Aligner that cannot load): nothing is written then.
 """
 
 from __future__ import annotations
@@ -32,13 +39,18 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--question-field", default="question")
     p.add_argument("--answer-field", default="answer")
     p.add_argument("--id-field", default="id")
-    up = p.add_argument_group("upstream (for records without an answer)")
-    up.add_argument("--upstream-model", help="local transformers model folder or hub id")
-    up.add_argument("--upstream-adapter", help="LoRA adapter folder for --upstream-model")
-    up.add_argument("--upstream-url", help="OpenAI-compatible base URL, e.g. http://127.0.0.1:8000/v1")
-    up.add_argument("--upstream-name", default="default", help="model name sent to --upstream-url")
+    up = p.add_argument_group("upstream (for records without an answer; one of --upstream-model-path, "
+                              "--upstream-url, --upstream-file)")
+    up.add_argument("--upstream-model-path", help="local transformers model folder or hub id")
+    up.add_argument("--upstream-adapter", help="LoRA adapter folder for --upstream-model-path")
+    up.add_argument("--upstream-url", help="OpenAI-compatible base URL, e.g. http://127.0.0.1:8000/v1 "
+                                           "(/v1 is added when the URL has no path; no user:password@)")
+    up.add_argument("--upstream-model", help="model name sent to --upstream-url (default: 'default')")
     up.add_argument("--upstream-file", help="JSONL of pre-generated {question, answer} rows")
-    up.add_argument("--api-key-env", default="OPENAI_API_KEY", help="environment variable holding the API key")
+    up.add_argument("--upstream-key-env", metavar="VAR",
+                    help="environment variable holding the upstream's API key, sent as Bearer (none if omitted)")
+    up.add_argument("--upstream-name", help=argparse.SUPPRESS)  # deprecated: --upstream-model
+    up.add_argument("--api-key-env", help=argparse.SUPPRESS)  # deprecated: --upstream-key-env
     up.add_argument("--timeout", type=float, default=60.0, help="seconds per HTTP request")
     up.add_argument("--retries", type=int, default=2)
     up.add_argument("--system", help="system prompt for the upstream model")
@@ -48,12 +60,46 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: cuda if available)")
     p.add_argument("--trust-remote-code", action="store_true", help="run model code from the checkpoint (off by default)")
     p.add_argument("--allow-pickle", action="store_true", help="allow pickle .bin weights (off: safetensors only)")
+    p.add_argument("--retry-errors", action="store_true",
+                   help="redo the records of --out that ended in an error (others are kept, as on any resume)")
     p.add_argument("--no-progress", action="store_true")
 
 
-def _parse_lines(stream, name: str):
+def _deprecated(old: str, new: str) -> None:
+    print(f"lightalign correct: {old} is deprecated, use {new} (the old spelling goes in the next release)",
+          file=sys.stderr)
+
+
+def normalize_flags(args) -> None:
+    """Map the previous release's spellings onto the current flags, with a one-line notice each."""
+    from lightalign.errors import UserError
+
+    if args.upstream_name:
+        _deprecated("--upstream-name", "--upstream-model")
+        if args.upstream_model and args.upstream_model != args.upstream_name:
+            raise UserError("give --upstream-model only (--upstream-name is its old spelling)")
+        args.upstream_model = args.upstream_name
+    if args.api_key_env:
+        _deprecated("--api-key-env", "--upstream-key-env")
+        args.upstream_key_env = args.upstream_key_env or args.api_key_env
+    if args.upstream_model and not args.upstream_url:
+        if args.upstream_model_path or not os.path.exists(args.upstream_model):
+            raise UserError("--upstream-model is the model name sent to --upstream-url; "
+                            "for a local model folder use --upstream-model-path")
+        _deprecated("--upstream-model PATH", "--upstream-model-path PATH")
+        args.upstream_model_path, args.upstream_model = args.upstream_model, None
+
+
+def _parse_lines(data: bytes, name: str):
     """(lineno, record or error message) for each non-blank line; a bad line is reported, not fatal."""
-    for lineno, line in enumerate(stream, 1):
+    if data.startswith(b"\xef\xbb\xbf"):
+        data = data[3:]
+    for lineno, raw in enumerate(data.splitlines(), 1):
+        try:
+            line = raw.decode("utf-8")
+        except UnicodeDecodeError as e:
+            yield lineno, f"{name}:{lineno}: not UTF-8 text (byte 0x{raw[e.start]:02x} at column {e.start + 1})"
+            continue
         if not line.strip():
             continue
         try:
@@ -61,10 +107,28 @@ def _parse_lines(stream, name: str):
         except json.JSONDecodeError as e:
             yield lineno, f"{name}:{lineno}: invalid JSON: {e.msg} (column {e.colno})"
             continue
+        except RecursionError:
+            yield lineno, f"{name}:{lineno}: JSON nested too deeply"
+            continue
         if not isinstance(row, dict):
             yield lineno, f"{name}:{lineno}: expected a JSON object, got {type(row).__name__}"
             continue
         yield lineno, row
+
+
+def read_input(path: str) -> tuple[str, list[tuple[int, dict | str]]]:
+    """(name, [(line or item number, record or error message)]): JSON Lines, or a JSON array."""
+    from lightalign.io import parse_records, read_bytes
+
+    if path == "-":
+        name, data = "<stdin>", sys.stdin.buffer.read()
+    else:
+        name, data = path, read_bytes(path, "input file")
+    if data.lstrip(b"\xef\xbb\xbf \t\r\n").startswith(b"["):
+        from lightalign.io import decode_utf8
+
+        return name, list(parse_records(decode_utf8(data, name), name, json_list=True))
+    return name, list(_parse_lines(data, name))
 
 
 def _key(rec_or_err, lineno: int, id_field: str) -> str:
@@ -73,8 +137,11 @@ def _key(rec_or_err, lineno: int, id_field: str) -> str:
     return json.dumps(f"line-{lineno}")
 
 
-def _done_ids(path: str, id_field: str) -> tuple[set, list[dict]]:
-    """Ids already in --out. A half-written last line (killed mid-write) is cut off, to be redone."""
+def _done_ids(path: str, id_field: str, retry_errors: bool = False) -> tuple[set, list[dict]]:
+    """Ids already in --out. A half-written last line (killed mid-write) is cut off, to be redone;
+    with `retry_errors`, error records are removed from the file (rewritten atomically) to be redone."""
+    from lightalign.io import write_jsonl
+
     done, records = set(), []
     if path == "-" or not os.path.exists(path):
         return done, records
@@ -83,37 +150,61 @@ def _done_ids(path: str, id_field: str) -> tuple[set, list[dict]]:
         good_end = data.rfind(b"\n") + 1
         if good_end < len(data):
             f.truncate(good_end)
-    for line in data[:good_end].decode("utf-8").splitlines():
+    for line in data[:good_end].decode("utf-8", errors="replace").splitlines():
         if line.strip():
             try:
                 rec = json.loads(line)
-            except json.JSONDecodeError:
+            except (json.JSONDecodeError, RecursionError):
                 continue
             if isinstance(rec, dict):
                 records.append(rec)
-                done.add(json.dumps(rec.get(id_field)))
+    if retry_errors:
+        kept = [r for r in records if r.get("fallback") != "error"]
+        if len(kept) < len(records):
+            print(f"retrying {len(records) - len(kept)} error records of {path}", file=sys.stderr)
+            write_jsonl(path, kept)
+            records = kept
+    done = {json.dumps(r.get(id_field)) for r in records}
     return done, records
 
 
 def _upstream(args):
     from lightalign.aligner import connectors
 
-    chosen = [x for x in (args.upstream_model, args.upstream_url, args.upstream_file) if x]
+    from lightalign.openai_client import key_from_env
+
+    chosen = [x for x in (args.upstream_model_path, args.upstream_url, args.upstream_file) if x]
     if len(chosen) > 1:
         from lightalign.errors import UserError
 
-        raise UserError("give only one of --upstream-model, --upstream-url, --upstream-file")
-    if args.upstream_model:
-        return connectors.LocalModelUpstream(args.upstream_model, adapter=args.upstream_adapter, system=args.system,
+        raise UserError("give only one of --upstream-model-path, --upstream-url, --upstream-file")
+    if args.upstream_model_path:
+        return connectors.LocalModelUpstream(args.upstream_model_path, adapter=args.upstream_adapter,
+                                             system=args.system,
                                              trust_remote_code=args.trust_remote_code,
                                              allow_pickle=args.allow_pickle, device=args.device)
     if args.upstream_url:
-        return connectors.OpenAICompatibleUpstream(args.upstream_url, args.upstream_name,
-                                                   api_key=os.environ.get(args.api_key_env), system=args.system,
-                                                   timeout=args.timeout, retries=args.retries)
+        key = key_from_env(args.upstream_key_env, "--upstream-key-env")
+        return connectors.OpenAICompatibleUpstream(args.upstream_url, args.upstream_model or "default", api_key=key,
+                                                   system=args.system, timeout=args.timeout, retries=args.retries)
     if args.upstream_file:
         return connectors.FileUpstream(args.upstream_file, args.question_field, args.answer_field)
     return None
+
+
+def _check_paths(args) -> None:
+    from lightalign.errors import UserError
+
+    if args.in_path != "-":
+        if os.path.isdir(args.in_path):
+            raise UserError(f"{args.in_path}: is a directory, expected an input file (--in)")
+        if not os.path.exists(args.in_path):
+            raise UserError(f"{args.in_path}: file not found")
+    for flag, path in (("--out", args.out), ("--sft-out", args.sft_out), ("--dpo-out", args.dpo_out)):
+        if path and path != "-" and os.path.isdir(path):
+            raise UserError(f"{path}: is a directory, expected a file to write ({flag})")
+    if args.out != "-" and os.path.abspath(args.out) == os.path.abspath(args.in_path):
+        raise UserError("--out must differ from --in")
 
 
 def run(args) -> int:
@@ -122,31 +213,25 @@ def run(args) -> int:
     from lightalign.errors import UserError
     from lightalign.io import append_jsonl
 
+    normalize_flags(args)
     if args.batch_size < 1:
         raise UserError("--batch-size must be >= 1")
     if not args.aligner:
         if not (args.sft_out or args.dpo_out):
             raise UserError("give --aligner PATH (or only --sft-out/--dpo-out to convert corrected records)")
         return _convert_only(args)
-    if args.in_path != "-" and not os.path.exists(args.in_path):
-        raise UserError(f"{args.in_path}: file not found")
-    if args.out != "-" and os.path.abspath(args.out) == os.path.abspath(args.in_path):
-        raise UserError("--out must differ from --in")
+    _check_paths(args)
 
-    done, previous = _done_ids(args.out, args.id_field)
-    stream = sys.stdin if args.in_path == "-" else open(args.in_path, encoding="utf-8")
-    name = "<stdin>" if args.in_path == "-" else args.in_path
-    try:
-        pending = [(lineno, rec) for lineno, rec in _parse_lines(stream, name)
-                   if _key(rec, lineno, args.id_field) not in done]
-    finally:
-        if stream is not sys.stdin:
-            stream.close()
+    name, parsed = read_input(args.in_path)
+    if not parsed:
+        raise UserError(f"{name}: no records (an empty input)")
+    done, previous = _done_ids(args.out, args.id_field, args.retry_errors)
+    pending = [(lineno, rec) for lineno, rec in parsed if _key(rec, lineno, args.id_field) not in done]
     if done:
         print(f"resuming: {len(done)} records already in {args.out}, {len(pending)} to go", file=sys.stderr)
 
     written: list[dict] = list(previous)
-    out = sys.stdout if args.out == "-" else open(args.out, "a", encoding="utf-8")
+    out = None  # opened at the first record: a run that fails to load writes no file
     try:
         if pending:
             aligner = _load_aligner(args)
@@ -156,22 +241,35 @@ def run(args) -> int:
             for start in range(0, len(pending), args.batch_size * 4):
                 chunk = pending[start:start + args.batch_size * 4]
                 for rec in _correct_chunk(chunk, aligner, upstream, args):
-                    if out is sys.stdout:
-                        out.write(json.dumps(rec, ensure_ascii=False) + "\n")
-                        out.flush()
+                    if args.out == "-":
+                        sys.stdout.write(json.dumps(rec, ensure_ascii=False) + "\n")
+                        sys.stdout.flush()
                     else:
+                        out = out or open(args.out, "a", encoding="utf-8")
                         append_jsonl(out, rec)  # durable per record: a crash loses at most this one
                     written.append(rec)
                     bar.update(1)
             bar.close()
     finally:
-        if out is not sys.stdout:
+        if out is not None:
             out.close()
-    flagged = sum(1 for r in written if r.get("fallback"))
-    print(f"{len(written)} records ({sum(1 for r in written if r.get('changed'))} changed, {flagged} flagged)"
-          + ("" if args.out == "-" else f" in {args.out}"), file=sys.stderr)
     _write_w2s(written, args)
-    return 0
+    return _summary(written, args)
+
+
+def _summary(written: list[dict], args) -> int:
+    """The counts and the records that failed, on stderr; 1 if any failed, else 0."""
+    errors = [r for r in written if r.get("fallback") == "error"]
+    flagged = sum(1 for r in written if r.get("fallback"))
+    print(f"{len(written)} records ({sum(1 for r in written if r.get('changed'))} changed, {flagged} flagged, "
+          f"{len(errors)} errors)" + ("" if args.out == "-" else f" in {args.out}"), file=sys.stderr)
+    for r in errors[:20]:
+        print(f"  error: {r.get(args.id_field)}: {r.get('error')}", file=sys.stderr)
+    if len(errors) > 20:
+        print(f"  ... and {len(errors) - 20} more (records with \"fallback\": \"error\")", file=sys.stderr)
+    if errors:
+        print("fix the input and re-run with --retry-errors to redo them", file=sys.stderr)
+    return 1 if errors else 0
 
 
 def _load_aligner(args):
@@ -191,7 +289,8 @@ def _correct_chunk(chunk, aligner, upstream, args) -> list[dict]:
     need_answer, to_correct = [], []
     for k, (lineno, rec) in enumerate(chunk):
         if not isinstance(rec, dict):  # an unreadable line: report it under its line number
-            outs[k] = {idf: f"line-{lineno}", "error": rec, "fallback": "error", "correction": None, "changed": False}
+            outs[k] = {idf: f"line-{lineno}", "error": rec, "fallback": "error", "correction": None,
+                       "changed": False}
             continue
         if rec.get(idf) is None:  # no id: the line number is the id that resume matches on
             rec = {**rec, idf: f"line-{lineno}"}
@@ -238,11 +337,12 @@ def _write_w2s(records: list[dict], args) -> None:
 
 
 def _convert_only(args) -> int:
-    from lightalign.io import read_records
+    from lightalign.errors import UserError
 
-    if args.in_path == "-":
-        records = [r for _, r in _parse_lines(sys.stdin, "<stdin>") if isinstance(r, dict)]
-    else:
-        records = [r for _, r in read_records(args.in_path)]
-    _write_w2s(records, args)
+    _check_paths(args)
+    name, parsed = read_input(args.in_path)
+    bad = [r for _, r in parsed if not isinstance(r, dict)]
+    if bad:
+        raise UserError(bad[0] + (f" (and {len(bad) - 1} more bad lines)" if len(bad) > 1 else ""))
+    _write_w2s([r for _, r in parsed], args)
     return 0

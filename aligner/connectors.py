@@ -1,16 +1,16 @@
 """Upstream connectors: where the answers an Aligner corrects come from.
 
 - LocalModelUpstream: a transformers model on this machine (optionally with a LoRA adapter).
-- OpenAICompatibleUpstream: any /v1/chat/completions server (vLLM, llama.cpp, Ollama, OpenAI).
+- OpenAICompatibleUpstream: any /v1/chat/completions server (vLLM, llama.cpp, Ollama, OpenAI), through
+  lightalign.openai_client.
 - FileUpstream: a JSONL/JSON file of answers generated earlier.
 Each has `answer(question) -> str` and `answer_batch(questions) -> list[str | UpstreamError]`;
-a failed question is returned as its error so one bad record never fails the batch.
+a failed question is returned as its error (UpstreamError, or EndpointError over HTTP) so one bad
+record never fails the batch.
 """
 
 from __future__ import annotations
 
-import os
-import time
 from pathlib import Path
 from typing import Sequence
 
@@ -18,7 +18,8 @@ from lightalign.errors import UserError
 
 
 class UpstreamError(UserError):
-    """An upstream model could not answer (server down, timeout, HTTP error, missing answer)."""
+    """A local model or an answers file could not answer (an HTTP upstream fails with
+    lightalign.openai_client.EndpointError instead)."""
 
 
 class LocalModelUpstream:
@@ -31,6 +32,8 @@ class LocalModelUpstream:
         from lightalign.aligner.model import _load_error, default_device
 
         self.name = Path(path).name + (f"+{Path(adapter).name}" if adapter else "")
+        if adapter:
+            check_adapter_folder(adapter, allow_pickle)
         try:
             self.tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
             model = AutoModelForCausalLM.from_pretrained(
@@ -39,11 +42,13 @@ class LocalModelUpstream:
         except (OSError, ValueError) as e:
             raise _load_error(path, e, allow_pickle) from None
         if adapter:
+            from lightalign.loading import load_peft
+
             try:
-                from peft import PeftModel
-            except ImportError:
-                raise UserError("an upstream adapter needs peft: pip install lightalign[train]") from None
-            model = PeftModel.from_pretrained(model, adapter)
+                model = load_peft(model, adapter, allow_pickle)
+            except (OSError, ValueError, RuntimeError, KeyError) as e:
+                raise UserError(f"{adapter}: cannot load the LoRA adapter on {path}: "
+                                f"{' '.join(str(e).split())[:300]}") from None
         if self.tokenizer.pad_token_id is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token
         self.model = model.to(device or default_device()).eval()
@@ -69,86 +74,41 @@ class LocalModelUpstream:
         return _raise_if_error(self.answer_batch([question])[0])
 
 
-class OpenAICompatibleUpstream:
-    """Chat completions over HTTP with timeouts, retries on transient failures, and one-line errors."""
+def check_adapter_folder(adapter: str | Path, allow_pickle: bool = False) -> None:
+    """A LoRA adapter folder (lightalign.loading's check: safetensors unless allow_pickle), and not an
+    Aligner passed by mistake: else a one-line error."""
+    from lightalign import loading
 
-    RETRY_STATUS = {408, 429, 500, 502, 503, 504}
+    if (Path(adapter) / "aligner_config.json").is_file():
+        raise UserError(f"{adapter}: this is an Aligner, not a LoRA adapter (pass it as --aligner)")
+    loading.check_adapter_dir(adapter, allow_pickle)
+
+
+class OpenAICompatibleUpstream:
+    """Any /v1/chat/completions server, through lightalign.openai_client.ChatClient (its URL, auth,
+    retry and error rules). A failed question comes back as its EndpointError."""
 
     def __init__(self, base_url: str, model: str, api_key: str | None = None, system: str | None = None,
                  max_tokens: int = 256, temperature: float = 0.0, timeout: float = 60.0, retries: int = 2,
-                 backoff: float = 0.5, concurrency: int = 4, transport=None):
-        import httpx
+                 concurrency: int = 4):
+        from lightalign.openai_client import ChatClient
 
-        self.base_url = base_url.rstrip("/")
-        if not self.base_url.endswith("/v1"):
-            self.base_url += "/v1"
-        self.url = self.base_url + "/chat/completions"
+        self.client = ChatClient(base_url, model, api_key, timeout=timeout, retries=retries, concurrency=concurrency)
         self.name, self.system = model, system
         self.max_tokens, self.temperature = max_tokens, temperature
-        self.timeout, self.retries, self.backoff, self.concurrency = timeout, retries, backoff, max(1, concurrency)
-        key = api_key if api_key is not None else os.environ.get("OPENAI_API_KEY")
-        headers = {"Authorization": f"Bearer {key}"} if key else {}
-        self.client = httpx.Client(timeout=httpx.Timeout(timeout), headers=headers, transport=transport)
 
     def close(self):
         self.client.close()
 
-    def _error(self, resp) -> str:
-        try:
-            body = resp.json()
-            detail = body.get("error", body)
-            detail = detail.get("message", detail) if isinstance(detail, dict) else detail
-        except ValueError:
-            detail = resp.text[:200]
-        return f"{self.url}: HTTP {resp.status_code}: {detail}"
+    def _messages(self, question: str) -> list[dict]:
+        return ([{"role": "system", "content": self.system}] if self.system else []) + [
+            {"role": "user", "content": question}]
 
     def answer(self, question: str) -> str:
-        import httpx
-
-        messages = ([{"role": "system", "content": self.system}] if self.system else []) + [
-            {"role": "user", "content": question}]
-        payload = {"model": self.name, "messages": messages, "max_tokens": self.max_tokens,
-                   "temperature": self.temperature}
-        last = ""
-        for attempt in range(self.retries + 1):
-            if attempt:
-                time.sleep(self.backoff * 2 ** (attempt - 1))
-            try:
-                resp = self.client.post(self.url, json=payload)
-            except httpx.TimeoutException:
-                last = f"{self.url}: no answer within {self.timeout:g}s (timeout; raise it with --timeout)"
-                continue
-            except httpx.TransportError as e:
-                last = f"{self.url}: cannot connect ({type(e).__name__}: {e}); is the server running?"
-                continue
-            if resp.status_code in self.RETRY_STATUS:
-                last = self._error(resp)
-                continue
-            if resp.status_code >= 400:  # a client error does not get better by retrying
-                raise UpstreamError(self._error(resp))
-            try:
-                content = resp.json()["choices"][0]["message"]["content"]
-            except (ValueError, KeyError, IndexError, TypeError):
-                raise UpstreamError(f"{self.url}: not a chat-completions response: {resp.text[:200]}") from None
-            if not isinstance(content, str):
-                raise UpstreamError(f"{self.url}: the answer has no text content")
-            return content.strip()
-        tries = self.retries + 1
-        raise UpstreamError(f"{last} (after {tries} attempt{'s' if tries > 1 else ''})")
+        return self.client.chat(self._messages(question), self.max_tokens, self.temperature)
 
     def answer_batch(self, questions: Sequence[str]) -> list:
-        from concurrent.futures import ThreadPoolExecutor
-
-        def one(q):
-            try:
-                return self.answer(q)
-            except UpstreamError as e:
-                return e
-
-        if self.concurrency == 1 or len(questions) <= 1:
-            return [one(q) for q in questions]
-        with ThreadPoolExecutor(self.concurrency) as pool:
-            return list(pool.map(one, questions))
+        return self.client.chat_many([self._messages(q) for q in questions], self.max_tokens, self.temperature)
 
 
 class FileUpstream:

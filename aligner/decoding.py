@@ -198,11 +198,17 @@ def _pad_drafts(drafts: list[list[int]], pad: int, device) -> tuple[torch.Tensor
     return t.view(len(drafts), d), torch.tensor([len(x) for x in drafts], dtype=torch.long, device=device)
 
 
-def _takes_logits_to_keep(model) -> bool:
+def _forward_params(model) -> set:
     try:
-        return "logits_to_keep" in inspect.signature(model.forward).parameters
+        return set(inspect.signature(model.forward).parameters)
     except (TypeError, ValueError):
-        return False
+        return set()
+
+
+def _cache_kwarg(params: set) -> str:
+    """transformers >= 5.24 names the KV cache argument `cache` (`past_key_values` warns, and goes in
+    5.40); older releases only know `past_key_values`."""
+    return "cache" if "cache" in params else "past_key_values"
 
 
 @torch.inference_mode()
@@ -232,7 +238,8 @@ def copy_greedy_causal(model, prompts: list[list[int]], sources: list[list[int]]
     next_pos = torch.tensor([len(p) for p in prompts], dtype=torch.long, device=device)  # first draft's position
     mask = None  # attention mask over everything already in the cache
     cache = DynamicCache(config=model.config)
-    keep_kw = _takes_logits_to_keep(model)
+    params = _forward_params(model)
+    keep_kw, cache_kw = "logits_to_keep" in params, _cache_kwarg(params)
     active = list(range(len(prompts)))
 
     while active:
@@ -243,9 +250,9 @@ def copy_greedy_causal(model, prompts: list[list[int]], sources: list[list[int]]
         step_mask = torch.cat([feed_mask, torch.ones_like(drafts)], dim=1)
         full_mask = step_mask if mask is None else torch.cat([mask, step_mask], dim=1)
         positions = torch.cat([feed_pos, next_pos[:, None] + torch.arange(d, device=device)[None, :]], dim=1)
-        kwargs = {"logits_to_keep": d + 1} if keep_kw else {}
-        out = model(input_ids=step_ids, attention_mask=full_mask, position_ids=positions,
-                    past_key_values=cache, use_cache=True, **kwargs)
+        kwargs = {cache_kw: cache, **({"logits_to_keep": d + 1} if keep_kw else {})}
+        out = model(input_ids=step_ids, attention_mask=full_mask, position_ids=positions, use_cache=True,
+                    **kwargs)
         n_acc, pred = _accepted(drafts, lengths, out.logits[:, -(d + 1):], copy_bias, copy_min_prob)
         bonus = pred.gather(1, n_acc[:, None])[:, 0]
         if d:  # rejected draft slots stay in the cache as holes nobody attends to ...

@@ -54,11 +54,10 @@ def _locate(path: str, filename: str) -> str | None:
 
 
 def _load_error(path: str, e: Exception, allow_pickle: bool) -> UserError:
-    msg = str(e).splitlines()[0] if str(e) else type(e).__name__
-    if not allow_pickle and ("safetensors" in msg.lower() or ".bin" in msg):
-        return UserError(f"{path}: no safetensors weights ({msg}); pickle .bin files can run code when loaded, "
-                         "so they are refused unless you pass allow_pickle=True (--allow-pickle) for a source you trust")
-    return UserError(f"{path}: cannot load the model: {msg}")
+    """The loader's one-line load error (kept for callers that still import it from here)."""
+    from lightalign.loading import load_error
+
+    return load_error(path, e, allow_pickle, what="model")
 
 
 def default_device() -> str:
@@ -112,9 +111,11 @@ class Aligner:
         import torch
         from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSeq2SeqLM, AutoTokenizer
 
+        from lightalign import loading
+
         path = str(path)
-        if not Path(path).exists() and (path.startswith((".", "/", "~")) or path.count("/") > 1):  # not a hub id
-            raise UserError(f"{path}: no such Aligner folder")
+        if not Path(path).expanduser().exists() and not loading.looks_like_hub_id(path):
+            raise UserError(f"{path}: no such Aligner folder (path does not exist)")
         saved = {}
         cfg_file = _locate(path, CONFIG_NAME)
         if cfg_file:
@@ -125,20 +126,19 @@ class Aligner:
         adapter_file = _locate(path, "adapter_config.json")
         model_path = path
         if adapter_file:
+            loading.check_adapter_dir(Path(adapter_file).parent, allow_pickle)
             base = saved.get("base_model") or json.loads(Path(adapter_file).read_text())["base_model_name_or_path"]
             model_path = base
+        loading.check_model_source(model_path, trust_remote_code, allow_pickle,
+                                   what="Aligner base model" if adapter_file else "Aligner")
         device = device or default_device()
         if dtype is None:
             dtype = torch.float32 if device == "cpu" else "auto"
         load_kw = dict(trust_remote_code=trust_remote_code, use_safetensors=None if allow_pickle else True,
                        dtype=dtype)
         if load_in_4bit:
-            from transformers import BitsAndBytesConfig
-
-            compute = torch.bfloat16 if device != "cpu" and torch.cuda.is_bf16_supported() else torch.float32
-            load_kw["quantization_config"] = BitsAndBytesConfig(
-                load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
-                bnb_4bit_compute_dtype=compute)
+            compute = loading.compute_dtype("fp32" if device == "cpu" else "auto")
+            load_kw["quantization_config"] = loading.quantization_config("nf4", True, compute)
         try:
             config = AutoConfig.from_pretrained(model_path, trust_remote_code=trust_remote_code)
             arch = saved.get("architecture") or ("seq2seq" if config.is_encoder_decoder else "causal")
@@ -146,14 +146,12 @@ class Aligner:
             model = auto.from_pretrained(model_path, **load_kw)
         except UserError:
             raise
-        except (OSError, ValueError, EnvironmentError) as e:
-            raise _load_error(model_path, e, allow_pickle) from None
+        except Exception as e:  # OSError/ValueError from transformers, UnpicklingError for a refused pickle
+            if not isinstance(e, (OSError, ValueError, RuntimeError)) and type(e).__name__ != "UnpicklingError":
+                raise
+            raise loading.load_error(model_path, e, allow_pickle, what="Aligner") from None
         if adapter_file:
-            try:
-                from peft import PeftModel
-            except ImportError:
-                raise UserError(f"{path} is a LoRA adapter: loading it needs peft (pip install lightalign[train])") from None
-            model = PeftModel.from_pretrained(model, path)
+            model = loading.load_peft(model, Path(adapter_file).parent, allow_pickle)
             if not load_in_4bit:
                 model = model.merge_and_unload()  # a plain model again: no LoRA overhead per token
         tok_path = path if _locate(path, "tokenizer_config.json") else model_path

@@ -3,123 +3,113 @@
 Residual learning as in the paper: stage 1 ("identity") trains on a share of the rows turned into
 Q-A-A (copy the answer); stage 2 trains on the Q-A-C rows starting from the stage-1 weights. The
 loss covers only the correction tokens (the prompt is masked with -100).
-Full fine-tuning for small aligners; LoRA, or QLoRA on a 4-bit base (bitsandbytes), for 2B-7B
-aligners on one consumer GPU. Both stages run the transformers Trainer; each stage checkpoints
-into its own folder and resumes from its last checkpoint, and a finished stage is not re-run.
+Full fine-tuning for small aligners; LoRA, or QLoRA on a 4-bit base (model.quantization: nf4), for
+2B-7B aligners on one consumer GPU. The recipe uses the sections every method shares
+(lightalign.training.sections) with Aligner defaults. Both stages run the transformers Trainer
+through lightalign.training.runs: each stage checkpoints into <output_dir>/<stage>/checkpoints
+(committed checkpoints only) and resumes from there, a finished stage is not re-run, and
+metrics.json, written last, marks the run complete.
 Output: safetensors weights (or a LoRA adapter) + tokenizer + aligner_config.json (template,
-architecture, base model), loadable with `Aligner.from_pretrained(output_dir)`.
+architecture, base model as an absolute path), loadable with `Aligner.from_pretrained(output_dir)`.
 """
 
 from __future__ import annotations
 
 import json
+import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Literal, Optional
 
+from lightalign import loading
 from lightalign.errors import UserError
+from lightalign.io import write_json
+from lightalign.training import policy, runs
+from lightalign.training.sections import DataSection, LoraSection, ModelSection, TrainingSection
 
 
 @dataclass
-class ModelConfig:
+class AlignerModelSection(ModelSection):
     name_or_path: str = ""
+    quantization: Literal["nf4", "none"] = "none"   # nf4 (QLoRA) needs lora.enabled
+    attn_implementation: Optional[str] = None
     architecture: Literal["auto", "causal", "seq2seq"] = "auto"
-    dtype: Literal["auto", "float32", "bfloat16"] = "auto"  # auto: bf16 on a GPU that has it, else fp32
-    trust_remote_code: bool = False
-    allow_pickle: bool = False
 
 
 @dataclass
-class DataConfig:
-    path: str = ""  # .jsonl/.json file, or a hub dataset id (needs `datasets`)
-    format: Literal["auto", "triples", "aligner20k", "preference", "pku_saferlhf"] = "auto"
-    prefer: Literal["safer", "better"] = "safer"  # PKU-SafeRLHF: which response is the correction
-    eval_path: str | None = None
-    max_rows: int | None = None
+class AlignerDataSection(DataSection):
+    # data.path: a .jsonl/.json file, or a hub dataset id (needs `datasets`)
+    schema: str = "auto"  # a schema of lightalign.schemas that gives triples; auto: told by the first row's keys
+    VIEW = "triples"
+    eval_path: Optional[str] = None
     max_length: int = 2048  # prompt + correction tokens; longer rows are skipped (and counted)
 
-
-@dataclass
-class IdentityConfig:
-    share: float = 0.2  # fraction of rows turned into Q-A-A for the warm-up stage (0 disables it)
-    epochs: float = 1.0
-    lr: float | None = None  # default: training.lr
+    def validate(self):
+        if not (self.path or self.hub_id):
+            raise ValueError("data.path is required")
+        super().validate()
 
 
 @dataclass
-class LoraConfig:
+class AlignerLoraSection(LoraSection):
     enabled: bool = False
-    r: int = 16
-    alpha: int = 32
-    dropout: float = 0.05
-    target_modules: str | list[str] = "all-linear"
-    load_in_4bit: bool = False  # QLoRA: NF4 + double quant base, LoRA on top
     merge: bool = False  # save the adapter merged into the (full-precision) base: loads without peft
 
+    def validate(self):
+        super().validate()
+        if self.init_from:
+            raise ValueError("lora.init_from is not supported by the Aligner recipe")
+
 
 @dataclass
-class TrainingConfig:
+class AlignerTrainingSection(TrainingSection):
     epochs: float = 3.0
-    lr: float = 2e-5
-    scheduler: str = "cosine"
-    warmup_ratio: float = 0.03
     batch_size: int = 4
-    grad_accum: int = 1
-    weight_decay: float = 0.0
+    lr: float = 2e-5
     max_grad_norm: float = 1.0
-    optim: str = "adamw_torch"
     gradient_checkpointing: bool = False
     save_steps: int = 0  # >0: mid-stage checkpoints every N steps (resumable)
-    logging_steps: int = 10
-    seed: int = 0
+
+
+@dataclass
+class IdentitySection:
+    share: float = 0.2  # fraction of rows turned into Q-A-A for the warm-up stage (0 disables it)
+    epochs: float = 1.0
+    lr: Optional[float] = None  # default: training.lr
 
 
 @dataclass
 class Config:
-    model: ModelConfig = field(default_factory=ModelConfig)
-    data: DataConfig = field(default_factory=DataConfig)
+    model: AlignerModelSection = field(default_factory=AlignerModelSection)
+    data: AlignerDataSection = field(default_factory=AlignerDataSection)
     output_dir: str = ""
     template: str = "aligner-v2"
     max_new_tokens: int = 512  # recorded for inference
     copy_bias: float = 0.0  # recorded for inference: 0 = exact greedy (see Aligner)
     copy_min_prob: float = 0.0  # recorded for inference: 0 = off (see Aligner)
-    identity: IdentityConfig = field(default_factory=IdentityConfig)
-    lora: LoraConfig = field(default_factory=LoraConfig)
-    training: TrainingConfig = field(default_factory=TrainingConfig)
+    identity: IdentitySection = field(default_factory=IdentitySection)
+    lora: AlignerLoraSection = field(default_factory=AlignerLoraSection)
+    training: AlignerTrainingSection = field(default_factory=AlignerTrainingSection)
+    resume: Literal["auto", "never"] = "auto"  # auto: finished stages and committed checkpoints are reused
 
     def validate(self):
         from lightalign.aligner.templates import get_template
 
         if not self.model.name_or_path:
             raise ValueError("model.name_or_path is required")
-        if not self.data.path:
-            raise ValueError("data.path is required")
         if not self.output_dir:
             raise ValueError("output_dir is required")
         if not 0.0 <= self.identity.share < 1.0:
             raise ValueError(f"identity.share must be in [0, 1), got {self.identity.share}")
-        if self.lora.load_in_4bit and not self.lora.enabled:
-            raise ValueError("lora.load_in_4bit (QLoRA) needs lora.enabled: true")
-        if self.training.lr <= 0 or self.training.batch_size < 1:
-            raise ValueError("training.lr must be > 0 and training.batch_size >= 1")
+        if self.model.quantization != "none" and not self.lora.enabled:
+            raise ValueError("model.quantization=nf4 (QLoRA) needs lora.enabled: true")
         if self.copy_bias < 0 or not 0 <= self.copy_min_prob < 1:
             raise ValueError("copy_bias must be >= 0 and copy_min_prob in [0, 1)")
         try:
             get_template(self.template)
         except UserError as e:
             raise ValueError(f"template: {e}") from None
-
-
-def load_recipe(path, overrides: list[str] | None = None) -> Config:
-    """A recipe YAML (`method: aligner`) + key=value overrides -> Config, as `lightalign train` reads it."""
-    from lightalign.config import apply_overrides, from_dict, read_yaml
-
-    data = apply_overrides(read_yaml(path), list(overrides or []))
-    method = data.pop("method", "aligner")
-    if method != "aligner":
-        raise UserError(f"{path}: method must be 'aligner' here, got {method!r}")
-    return from_dict(Config, data, source=str(path))
 
 
 # ------------------------------------------------------------------------------------ data
@@ -146,65 +136,55 @@ def encode_rows(triples: list[dict], tokenizer, template, architecture: str, max
 
 
 # ------------------------------------------------------------------------------------ model
-def _dtype(cfg: Config):
-    import torch
-
-    if cfg.model.dtype == "float32" or not torch.cuda.is_available():
-        return torch.float32
-    if cfg.model.dtype == "bfloat16" or torch.cuda.is_bf16_supported():
-        return torch.bfloat16
-    return torch.float32  # never fp16 by default: unstable for training
-
-
 def load_model(cfg: Config, weights_from: str | None = None):
     """(model, tokenizer, architecture): full model, or a LoRA/QLoRA PeftModel on the base."""
     from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSeq2SeqLM, AutoTokenizer
 
-    from lightalign.aligner.model import _load_error
-
-    src = cfg.model.name_or_path
+    m = cfg.model
+    src = m.name_or_path
+    loading.check_model_source(src, m.trust_remote_code, m.allow_pickle)
     try:
-        tokenizer = AutoTokenizer.from_pretrained(src, trust_remote_code=cfg.model.trust_remote_code)
-        mconf = AutoConfig.from_pretrained(src, trust_remote_code=cfg.model.trust_remote_code)
+        tokenizer = AutoTokenizer.from_pretrained(src, trust_remote_code=m.trust_remote_code, revision=m.revision)
+        mconf = AutoConfig.from_pretrained(src, trust_remote_code=m.trust_remote_code, revision=m.revision)
     except (OSError, ValueError) as e:
-        raise _load_error(src, e, cfg.model.allow_pickle) from None
-    arch = cfg.model.architecture
+        raise loading.load_error(src, e, m.allow_pickle) from None
+    arch = m.architecture
     if arch == "auto":
         arch = "seq2seq" if mconf.is_encoder_decoder else "causal"
     if tokenizer.pad_token_id is None:
         # Safe here although pad == EOS is a classic bug: our labels are built explicitly (EOS kept),
         # padding is only masked, so the model still learns to stop.
         tokenizer.pad_token = tokenizer.eos_token
-    kw = dict(dtype=_dtype(cfg), trust_remote_code=cfg.model.trust_remote_code,
-              use_safetensors=None if cfg.model.allow_pickle else True)
-    if cfg.lora.load_in_4bit:
-        from transformers import BitsAndBytesConfig
-
-        kw["quantization_config"] = BitsAndBytesConfig(
-            load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
-            bnb_4bit_compute_dtype=_dtype(cfg))
+    dtype = loading.compute_dtype(m.compute_dtype)
+    kw = dict(dtype=dtype, trust_remote_code=m.trust_remote_code, use_safetensors=None if m.allow_pickle else True)
+    if m.revision:
+        kw["revision"] = m.revision
+    if m.attn_implementation:
+        kw["attn_implementation"] = m.attn_implementation
+    quant = loading.quantization_config(m.quantization, m.double_quant, dtype)
+    if quant is not None:
+        kw["quantization_config"] = quant
     auto = AutoModelForSeq2SeqLM if arch == "seq2seq" else AutoModelForCausalLM
     full_src = weights_from if (weights_from and not cfg.lora.enabled) else src
     try:
         model = auto.from_pretrained(full_src, **kw)
     except (OSError, ValueError) as e:
-        raise _load_error(full_src, e, cfg.model.allow_pickle) from None
+        raise loading.load_error(full_src, e, m.allow_pickle) from None
     gc_kwargs = {"use_reentrant": False}
     if cfg.lora.enabled:
         try:
-            from peft import LoraConfig as PeftLoraConfig
-            from peft import PeftModel, get_peft_model, prepare_model_for_kbit_training
+            from peft import get_peft_model, prepare_model_for_kbit_training
         except ImportError:
-            raise UserError("LoRA training needs peft: pip install lightalign[train]") from None
-        if cfg.lora.load_in_4bit:  # upcasts norms, enables input grads for checkpointing
-            model = prepare_model_for_kbit_training(model, cfg.training.gradient_checkpointing, gc_kwargs)
+            raise UserError("LoRA training needs peft: pip install 'lightalign[train]'") from None
+        if quant is not None:
+            loading.keep_4bit_layout_trainable(model)  # evaluation passes must not break later gradients
+            if m.upcast_non_quantized:  # upcasts norms, enables input grads for checkpointing
+                model = prepare_model_for_kbit_training(model, cfg.training.gradient_checkpointing, gc_kwargs)
         if weights_from:
-            model = PeftModel.from_pretrained(model, weights_from, is_trainable=True)
+            model = loading.load_peft(model, weights_from, m.allow_pickle, trainable=True)
         else:
             task = "SEQ_2_SEQ_LM" if arch == "seq2seq" else "CAUSAL_LM"
-            model = get_peft_model(model, PeftLoraConfig(
-                r=cfg.lora.r, lora_alpha=cfg.lora.alpha, lora_dropout=cfg.lora.dropout,
-                target_modules=cfg.lora.target_modules, task_type=task))
+            model = get_peft_model(model, policy.lora_config(cfg.lora, task_type=task))
     if cfg.training.gradient_checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=gc_kwargs)
         if cfg.lora.enabled:
@@ -215,89 +195,105 @@ def load_model(cfg: Config, weights_from: str | None = None):
 
 # ------------------------------------------------------------------------------------ stages
 def _run_stage(cfg: Config, model, tokenizer, arch: str, rows: list, eval_rows: list | None, stage_dir: Path,
-               epochs: float, lr: float) -> dict:
-    import torch
+               epochs: float, lr: float, callbacks=()) -> dict:
+    """Train one stage with the Trainer, resuming from its last committed checkpoint."""
     from transformers import DataCollatorForSeq2Seq, Trainer, TrainingArguments
-    from transformers.trainer_utils import get_last_checkpoint
 
     t = cfg.training
     stage_dir.mkdir(parents=True, exist_ok=True)
-    args = TrainingArguments(
-        output_dir=str(stage_dir / "checkpoints"), num_train_epochs=epochs, learning_rate=lr,
-        lr_scheduler_type=t.scheduler, warmup_steps=t.warmup_ratio, per_device_train_batch_size=t.batch_size,
-        per_device_eval_batch_size=t.batch_size, gradient_accumulation_steps=t.grad_accum,
-        weight_decay=t.weight_decay, max_grad_norm=t.max_grad_norm, optim=t.optim, logging_steps=t.logging_steps,
-        save_strategy="steps" if t.save_steps > 0 else "no", save_steps=max(t.save_steps, 1), save_total_limit=1,
-        eval_strategy="epoch" if eval_rows else "no", report_to=[], seed=t.seed, data_seed=t.seed,
-        bf16=_dtype(cfg) == torch.bfloat16, use_cpu=not torch.cuda.is_available(),
-        dataloader_num_workers=0, remove_unused_columns=False, disable_tqdm=False,
+    resume_from = runs.resumable_checkpoint(stage_dir)
+    runs.announce_resume(resume_from, f"{stage_dir}: ")
+    args = runs.training_arguments(
+        t, runs.checkpoint_dir(stage_dir), loading.compute_dtype(cfg.model.compute_dtype), TrainingArguments,
+        num_train_epochs=epochs, learning_rate=lr, per_device_eval_batch_size=t.batch_size,
+        eval_strategy="epoch" if eval_rows else "no", remove_unused_columns=False,
+        gradient_checkpointing=False, gradient_checkpointing_kwargs=None,  # load_model set it on the model
     )
     tokenizer.padding_side = "right"  # training pads on the right; batched generation pads on the left
     collator = DataCollatorForSeq2Seq(tokenizer, model=model if arch == "seq2seq" else None,
                                       label_pad_token_id=-100, padding=True)
+    counter = runs.CountingCollator(collator, tokenizer.pad_token_id)
+    commit, recorder = runs.make_callbacks(resume_from)
+    recorder.counter = counter
     trainer = Trainer(model=model, args=args, train_dataset=rows, eval_dataset=eval_rows or None,
-                      data_collator=collator)
-    last = get_last_checkpoint(str(stage_dir / "checkpoints")) if (stage_dir / "checkpoints").exists() else None
-    result = trainer.train(resume_from_checkpoint=last)
+                      data_collator=counter, callbacks=[commit, recorder, *callbacks])
+    recorder.trainer = trainer
+    trainer.train(resume_from_checkpoint=resume_from)
     log = trainer.state.log_history
-    return {"train_loss": result.training_loss, "rows": len(rows), "steps": trainer.state.global_step,
-            "seconds": result.metrics.get("train_runtime"),
+    whole = runs.run_metrics(trainer, recorder, "aligner", recorder.started or time.perf_counter())
+    return {"train_loss": whole["train_loss_mean"], "rows": len(rows), "steps": trainer.state.global_step,
+            "seconds": whole["train_seconds"],
             "first_loss": next((h["loss"] for h in log if "loss" in h), None),
             "final_loss": next((h["loss"] for h in reversed(log) if "loss" in h), None),
-            "eval_loss": next((h["eval_loss"] for h in reversed(log) if "eval_loss" in h), None)}
+            "eval_loss": next((h["eval_loss"] for h in reversed(log) if "eval_loss" in h), None),
+            "loss_curve": whole["loss_curve"], "tokens": whole["tokens"],
+            "processed_tokens": whole["processed_tokens"], "resumed_from": resume_from}
 
 
 def _merged(cfg: Config, adapter_dir: Path, arch: str):
     """The adapter folded into a full-precision copy of the base (never into 4-bit weights, which
     loses quality): a plain model that loads with the core dependencies only."""
-    from peft import PeftModel
     from transformers import AutoModelForCausalLM, AutoModelForSeq2SeqLM
 
+    m = cfg.model
     auto = AutoModelForSeq2SeqLM if arch == "seq2seq" else AutoModelForCausalLM
-    base = auto.from_pretrained(cfg.model.name_or_path, dtype=_dtype(cfg), trust_remote_code=cfg.model.trust_remote_code,
-                                use_safetensors=None if cfg.model.allow_pickle else True)
-    return PeftModel.from_pretrained(base, adapter_dir).merge_and_unload()
+    base = auto.from_pretrained(m.name_or_path, dtype=loading.compute_dtype(m.compute_dtype),
+                                trust_remote_code=m.trust_remote_code,
+                                use_safetensors=None if m.allow_pickle else True)
+    return loading.load_peft(base, adapter_dir, m.allow_pickle).merge_and_unload()
+
+
+def base_model_reference(name_or_path: str) -> str:
+    """A local base as an absolute path (the artifact then loads from any working directory); a hub id as is."""
+    path = Path(name_or_path).expanduser()
+    return str(path.resolve()) if path.exists() else name_or_path
 
 
 def _save(model, tokenizer, out: Path, cfg: Config, arch: str, extra: dict) -> None:
     from lightalign.aligner.model import CONFIG_NAME, aligner_config
     from lightalign.aligner.templates import get_template
-    from lightalign.io import write_json
 
     adapter = cfg.lora.enabled and not cfg.lora.merge
+    base = base_model_reference(cfg.model.name_or_path)
+    for peft_cfg in getattr(model, "peft_config", {}).values():
+        peft_cfg.base_model_name_or_path = base
     if cfg.lora.enabled and cfg.lora.merge:
         model.save_pretrained(out / "adapter", safe_serialization=True)  # kept: small, and the raw result
         model = _merged(cfg, out / "adapter", arch)
     model.save_pretrained(out, safe_serialization=True)
     tokenizer.save_pretrained(out)
-    base = cfg.model.name_or_path
-    if Path(base).exists():
-        base = str(Path(base).resolve())
     write_json(out / CONFIG_NAME, aligner_config(get_template(cfg.template), arch, base, cfg.max_new_tokens,
                                                  {"adapter": adapter, "copy_bias": cfg.copy_bias,
                                                   "copy_min_prob": cfg.copy_min_prob, **extra}))
 
 
-def train(cfg: Config) -> Path:
+def train(cfg: Config, callbacks=()) -> Path:
     from transformers import set_seed
 
-    from lightalign.aligner.data import identity_rows, load_triples
+    from lightalign.aligner.data import identity_rows, load_triples, triples_with_stats
     from lightalign.aligner.templates import get_template
-    from lightalign.io import write_json
 
+    started = time.perf_counter()
     out = Path(cfg.output_dir)
-    if (out / "train_log.json").exists():
-        print(f"{out}: already trained (delete the folder to train again)")
+    if cfg.resume == "never":  # start over: finished stages too
+        for stage in ("identity", "correction"):
+            shutil.rmtree(out / stage, ignore_errors=True)
+    out, _, done = runs.prepare_run(cfg, "aligner")
+    if done:
+        print(f"{out}: already complete (metrics.json present); skipping")
         return out
     set_seed(cfg.training.seed)
     template = get_template(cfg.template)
-    triples = load_triples(cfg.data.path, cfg.data.format, cfg.data.prefer, cfg.data.max_rows)
-    eval_triples = load_triples(cfg.data.eval_path, cfg.data.format, cfg.data.prefer) if cfg.data.eval_path else None
-    log: dict = {"template": template.name, "rows": len(triples)}
-    started = time.time()
+    source = cfg.data.path or cfg.data.hub_id
+    d = cfg.data
+    triples, stats = triples_with_stats(source, d.schema, d.preference, d.max_rows, d.keep_unsafe_pairs)
+    runs.report_data_stats(stats, source)
+    eval_triples = load_triples(d.eval_path, d.schema, d.preference, keep_unsafe_pairs=d.keep_unsafe_pairs) \
+        if d.eval_path else None
+    log: dict = {"method": "aligner", "template": template.name, "rows": len(triples)}
 
     id_dir = out / "identity"
-    id_done = (id_dir / "stage_done.json").exists()
+    id_done = (id_dir / runs.STAGE_DONE).exists()
     model, tokenizer, arch = load_model(cfg, weights_from=str(id_dir) if id_done else None)
     if template.chat and arch == "seq2seq":
         raise UserError(f"template {template.name!r} uses a chat template: pick a plain one for a seq2seq model")
@@ -307,26 +303,37 @@ def train(cfg: Config) -> Path:
         if skipped:
             print(f"skipped {skipped} rows longer than data.max_length={cfg.data.max_length}")
         if not enc:
-            raise UserError(f"{cfg.data.path}: no row fits data.max_length={cfg.data.max_length}")
+            raise UserError(f"{source}: no row fits data.max_length={cfg.data.max_length}")
         return enc
 
     eval_rows = encoded(eval_triples) if eval_triples else None
     if cfg.identity.share > 0:
         if id_done:
-            log["identity"] = json.loads((id_dir / "stage_done.json").read_text())
+            log["identity"] = json.loads((id_dir / runs.STAGE_DONE).read_text(encoding="utf-8"))
         else:
             ident = identity_rows(triples, cfg.identity.share, cfg.training.seed)
             log["identity"] = _run_stage(cfg, model, tokenizer, arch, encoded(ident), None, id_dir,
-                                         cfg.identity.epochs, cfg.identity.lr or cfg.training.lr)
+                                         cfg.identity.epochs, cfg.identity.lr or cfg.training.lr, callbacks)
             model.save_pretrained(id_dir, safe_serialization=True)  # stage 2 resumes from here after a crash
-            write_json(id_dir / "stage_done.json", log["identity"])
+            write_json(id_dir / runs.STAGE_DONE, log["identity"])
     log["correction"] = _run_stage(cfg, model, tokenizer, arch, encoded(triples), eval_rows, out / "correction",
-                                   cfg.training.epochs, cfg.training.lr)
-    log["seconds"] = round(time.time() - started, 1)
+                                   cfg.training.epochs, cfg.training.lr, callbacks)
+    stages = [log[s] for s in ("identity", "correction") if s in log]
+    log.update({
+        "global_step": log["correction"]["steps"], "train_loss": log["correction"]["final_loss"],
+        "loss_curve": log["correction"]["loss_curve"],
+        "tokens": sum(s["tokens"] for s in stages), "processed_tokens": sum(s["processed_tokens"] for s in stages),
+        "train_seconds": sum(s["seconds"] or 0 for s in stages),
+    })
     _save(model, tokenizer, out, cfg, arch, {"train": {k: log[k] for k in ("rows", "template")}})
-    write_json(out / "train_log.json", log)  # written last: its presence means "complete"
-    import shutil
-
-    for stage in ("identity", "correction"):  # mid-stage checkpoints are only for resuming
-        shutil.rmtree(out / stage / "checkpoints", ignore_errors=True)
+    log["seconds"] = round(time.perf_counter() - started, 1)
+    log["wall_seconds"] = time.perf_counter() - started
+    log["trainable_params"] = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    runs.write_metrics(out, log)  # written last: its presence means "complete"
+    for stage in ("identity", "correction"):  # mid-stage checkpoints are only for resuming (tracker logs stay)
+        ckpts = out / stage / "checkpoints"
+        for ckpt in ckpts.glob("checkpoint-*"):
+            shutil.rmtree(ckpt, ignore_errors=True)
+        if ckpts.is_dir() and not any(ckpts.iterdir()):
+            ckpts.rmdir()
     return out

@@ -3,8 +3,8 @@ model itself, as in the Aligner paper (the Aligner's corrections teach a stronge
 
 - SFT rows  {"prompt", "completion"}           completion = correction
 - DPO rows  {"prompt", "chosen", "rejected"}   chosen = correction, rejected = answer (changed rows only)
-Both are the schemas the adapters recipes read (the lab's sft.jsonl / preference.jsonl), so a
-recipe consumes them with only `data.path` changed. Records whose correction fell back to the
+Both are the prompt-completion and preference schemas the adapter recipes read, so a recipe
+consumes them with only `data.path` changed. Records whose correction fell back to the
 answer (a guard fired) or failed carry no signal and are left out.
 """
 
@@ -57,33 +57,11 @@ def correct_pairs(aligner, pairs: Sequence[tuple[str, str]], batch_size: int = 3
     return out
 
 
-def build_w2s_preference(lab_dir: str | Path | None = None, *, aligner=None, pairs=None, out: str | Path | None = None,
-                         limit: int | None = None, batch_size: int = 64) -> Path:
-    """DPO data {"prompt","chosen","rejected"} from Aligner corrections of upstream answers.
+def write_preference(aligner, pairs: Sequence[tuple[str, str]], out: str | Path, batch_size: int = 32) -> Path:
+    """Correct upstream (question, answer) pairs with `aligner` and write the DPO rows to `out`, with the
+    SFT rows (sft.jsonl) and every corrected record (records.jsonl) beside it."""
+    from lightalign.io import write_jsonl
 
-    Lab mode (`lab_dir`): the upstream is <lab>/base answering the training prompts of
-    <lab>/data/sft.jsonl (never the held-out eval prompts), the Aligner is <lab>/aligner; writes
-    <lab>/w2s/dpo.jsonl (and sft.jsonl + records.jsonl beside it); skipped if already there.
-    Pairs mode: `pairs` = [(question, answer)] corrected by `aligner`, written to `out`.
-    """
-    from lightalign.io import read_jsonl, write_jsonl
-
-    if lab_dir is not None:
-        lab = Path(lab_dir)
-        out = Path(out) if out else lab / "w2s" / "dpo.jsonl"
-        if out.exists():
-            return out
-        from lightalign.aligner.model import Aligner
-        from lightalign.generation import generate_chat
-        from lightalign.aligner.lab_stage import load_lab_base
-
-        aligner = aligner or Aligner.from_pretrained(lab / "aligner")
-        questions = list(dict.fromkeys(r["prompt"] for r in read_jsonl(lab / "data" / "sft.jsonl")))[:limit]
-        model, tokenizer = load_lab_base(lab)
-        answers = generate_chat(model, tokenizer, questions, max_new_tokens=64, batch_size=batch_size)
-        pairs = list(zip(questions, answers))
-    if aligner is None or pairs is None or out is None:
-        raise ValueError("give lab_dir, or aligner + pairs + out")
     out = Path(out)
     records = correct_pairs(aligner, pairs, batch_size=batch_size)
     write_jsonl(out.with_name("records.jsonl"), records)

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from typing import Iterator
 
 from lightalign.app.diff import summarize, word_diff
-from lightalign.app.labdata import LabData
+from lightalign.app.examples import Examples
 from lightalign.app.models import GenSettings, Models, PartMissing, PromptError, describe_error
 
 COLUMNS = ("base", "adapter", "aligner", "adapter_aligner")
@@ -21,7 +21,7 @@ COLUMNS = ("base", "adapter", "aligner", "adapter_aligner")
 class Column:
     text: str = ""
     note: str = ""       # state or problem ("generating…", "no adapter: …", "Aligner failed: …")
-    verdict: str = ""    # the judges' line, once the answer is complete
+    verdict: str = ""    # the judge's line, once the answer is complete
 
 
 @dataclass
@@ -50,7 +50,7 @@ def _correction_note(result) -> str:
     return "Corrected." if getattr(result, "changed", True) else "The Aligner kept the answer as it was."
 
 
-def compare(models: Models, lab: LabData, prompt: str, settings: GenSettings,
+def compare(models: Models, examples: Examples, prompt: str, settings: GenSettings,
             correct_adapter: bool = False) -> Iterator[Snapshot]:
     prompt = check_prompt(prompt, models.cfg.max_prompt_chars)
     if models.model is None:  # nothing to compare: say so at once, before any column claims to be busy
@@ -67,7 +67,7 @@ def compare(models: Models, lab: LabData, prompt: str, settings: GenSettings,
         cols["base"].text = text
         yield snap
     cols["base"].note = ""
-    cols["base"].verdict = lab.verdicts(prompt, cols["base"].text)
+    cols["base"].verdict = examples.verdicts(prompt, cols["base"].text)
 
     # 2. same weights with the adapter switched on
     if models.has_adapter:
@@ -78,7 +78,7 @@ def compare(models: Models, lab: LabData, prompt: str, settings: GenSettings,
                 cols["adapter"].text = text
                 yield snap
             cols["adapter"].note = ""
-            cols["adapter"].verdict = lab.verdicts(prompt, cols["adapter"].text)
+            cols["adapter"].verdict = examples.verdicts(prompt, cols["adapter"].text)
         except Exception as e:  # noqa: BLE001 - shown in the column, the others still run
             cols["adapter"].note = f"⚠ The adapter failed: {describe_error(e)}"
     else:
@@ -106,7 +106,7 @@ def compare(models: Models, lab: LabData, prompt: str, settings: GenSettings,
             continue
         cols[col].text = result.text
         cols[col].note = _correction_note(result)
-        cols[col].verdict = lab.verdicts(prompt, result.text)
+        cols[col].verdict = examples.verdicts(prompt, result.text)
         spans = word_diff(answer, result.text)
         if col == "aligner":
             snap.diff, snap.diff_summary = spans, summarize(spans)

@@ -1,26 +1,42 @@
 """What the app serves and how: a dataclass loadable from YAML (lightalign.config.load_config).
 
-Model paths left empty fall back to the mini-lab's (`<lab>/base`, `<lab>/adapters/dpo`,
-`<lab>/aligner`), so `lightalign app` with no arguments serves the lab.
+Paths are read as given (relative ones from the working directory, as in every recipe). A YAML
+holding every part, e.g.
+
+    base: /models/base                 # model folder (transformers layout, safetensors)
+    adapter: /models/adapters/dpo      # PEFT adapter for that base; none (or unset) = no adapter column
+    aligner: /models/aligner           # Aligner folder; none (or unset) = no correction columns
+    examples: /data/prompts.jsonl      # rows with "prompt" and optionally "kind"
+    judge: mypackage.judges:make_judge # optional rule judge (see lightalign.plugins)
+    judge_options: {threshold: 3}
+
+is what `lightalign app --config FILE` serves; with neither --config nor --base, the app reads
+DEFAULT_CONFIG when it exists.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
-DEFAULT_LAB = "runs/minilab"
-LAB_ADAPTER = "adapters/dpo"
+DEFAULT_CONFIG = "runs/minilab/app.yaml"
+OFF = ("", "none", "off")
+
+
+def _part(value: str | None) -> Path | None:
+    """A model part's folder, or None when it is unset or switched off ("none", "off")."""
+    if value is None or value.strip().lower() in OFF:
+        return None
+    return Path(value)
 
 
 @dataclass
 class AppConfig:
-    lab: str = DEFAULT_LAB              # example prompts + judges come from <lab>/data
-    base: str | None = None             # HF folder; default <lab>/base
-    adapter: str | None = None          # PEFT adapter folder; default <lab>/adapters/dpo; "none" = off
-    aligner: str | None = None          # Aligner folder; default <lab>/aligner; "none" = off
-    quantization: Literal["nf4", "none"] = "nf4"    # as the QLoRA adapters were trained; none = fp32/bf16 base
+    base: str | None = None             # model folder (transformers layout); the app needs one
+    adapter: str | None = None          # PEFT adapter folder on that base; unset or "none" = off
+    aligner: str | None = None          # Aligner folder; unset or "none" = off
+    quantization: Literal["nf4", "none"] = "nf4"    # base weights: 4-bit NF4 (as QLoRA trains) or full precision
     trust_remote_code: bool = False
     host: str = "127.0.0.1"
     port: int = 7860
@@ -28,7 +44,10 @@ class AppConfig:
     max_new_tokens: int = 64            # default of the slider; its maximum is 4x this
     concurrency_limit: int = 1          # generations at once, shared by every model-bound event
     max_queue: int = 16                 # requests waiting beyond that are turned away
-    examples_per_kind: int = 3
+    examples: str | None = None         # JSONL/JSON rows with "prompt" and optionally "kind"
+    examples_per_kind: int = 3          # how many the page shows per kind
+    judge: str | None = None            # "package.module:callable" returning a rule judge
+    judge_options: dict[str, Any] = field(default_factory=dict)   # keyword arguments of that callable
 
     def validate(self) -> None:
         for name in ("max_prompt_chars", "max_new_tokens", "concurrency_limit", "max_queue"):
@@ -38,27 +57,23 @@ class AppConfig:
             raise ValueError(f"field 'port' must be a TCP port (0-65535), got {self.port}")
         if self.examples_per_kind < 0:
             raise ValueError("field 'examples_per_kind' must be >= 0")
+        if self.judge and not self.examples_path:
+            raise ValueError("field 'judge' needs 'examples': the judge scores replies to the example prompts")
+        if self.judge_options and not self.judge:
+            raise ValueError("field 'judge_options' is set but 'judge' is not")
 
     @property
-    def lab_dir(self) -> Path:
-        return Path(self.lab)
-
-    def _part(self, value: str | None, default: str) -> Path | None:
-        if value is not None and value.strip().lower() in ("", "none", "off"):
-            return None
-        return Path(value) if value is not None else self.lab_dir / default
-
-    @property
-    def base_path(self) -> Path:
-        return Path(self.base) if self.base else self.lab_dir / "base"
+    def base_path(self) -> Path | None:
+        return _part(self.base)
 
     @property
     def adapter_path(self) -> Path | None:
-        return self._part(self.adapter, LAB_ADAPTER)
+        return _part(self.adapter)
 
     @property
     def aligner_path(self) -> Path | None:
-        return self._part(self.aligner, "aligner")
+        return _part(self.aligner)
 
-    def uses_lab_base(self) -> bool:
-        return not self.base
+    @property
+    def examples_path(self) -> Path | None:
+        return _part(self.examples)

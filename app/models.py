@@ -45,17 +45,16 @@ class PromptError(ValueError):
 
 
 def load_base(path: Path, quantization: str = "nf4", trust_remote_code: bool = False):
-    """Base model + tokenizer for inference, loaded as the adapter recipes load it (safetensors
-    only, no remote code unless asked, NF4 + double quant unless quantization="none")."""
+    """Base model + tokenizer for inference through lightalign.loading (safetensors only, no remote
+    code unless asked, NF4 + double quant unless quantization="none")."""
     from transformers import AutoTokenizer
 
-    from lightalign.adapters.loading import load_base as load_recipe_base
-    from lightalign.adapters.sections import ModelSection
+    from lightalign.loading import load_base as load_frozen_base, model_spec
 
     if not path.is_dir():
         raise PartMissing(f"{path}: no such folder")
-    model = load_recipe_base(ModelSection(name_or_path=str(path), quantization=quantization,
-                                          trust_remote_code=trust_remote_code), training=False)
+    model = load_frozen_base(model_spec(str(path), quantization, trust_remote_code=trust_remote_code),
+                             training=False)
     tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
     if tokenizer.pad_token_id is None:
         # generation needs a pad id; at inference (no loss masking) EOS is a safe stand-in
@@ -65,26 +64,20 @@ def load_base(path: Path, quantization: str = "nf4", trust_remote_code: bool = F
 
 def attach_adapter(model, path: Path):
     """Wrap `model` in a PeftModel with the adapter at `path`: the base weights are shared, not copied."""
-    from peft import PeftModel
-
-    from lightalign.adapters.loading import check_adapter_dir
+    from lightalign.loading import load_peft
 
     if not path.is_dir():
         raise PartMissing(f"{path}: no such folder")
-    check_adapter_dir(path)
-    peft_model = PeftModel.from_pretrained(model, str(path), is_trainable=False)
+    peft_model = load_peft(model, path)
     peft_model.eval()
     return peft_model
 
 
 def load_aligner(path: Path, trust_remote_code: bool = False):
-    """The Aligner of lightalign.aligner; isolated here so the app runs (and says so) without it."""
+    from lightalign.aligner import Aligner
+
     if not path.exists():
         raise PartMissing(f"{path}: no such folder")
-    try:
-        from lightalign.aligner import Aligner
-    except ImportError as e:
-        raise PartMissing(f"lightalign.aligner is not available in this install ({e})") from None
     return Aligner.from_pretrained(path, trust_remote_code=trust_remote_code)
 
 
@@ -125,6 +118,8 @@ class Models:
             # `pip install lightalign[app]` alone has no bitsandbytes: serve full precision, and say so
             self.quantization, note = "none", "; bitsandbytes is not installed, so not 4-bit"
         try:
+            if cfg.base_path is None:
+                raise PartMissing("no base model in the config (set `base`)")
             self.model, self.tokenizer = load_base(cfg.base_path, self.quantization, cfg.trust_remote_code)
             kind = ("4-bit NF4" if self.quantization == "nf4"
                     else str(next(self.model.parameters()).dtype).replace("torch.", ""))
@@ -145,7 +140,7 @@ class Models:
                 self.has_adapter = True
                 self.status["adapter"] = PartStatus(True, f"{path}{_describe_adapter(path)}")
             except Exception as e:  # noqa: BLE001
-                self.status["adapter"] = PartStatus(False, f"not loaded: {describe_error(e)}{self._adapter_hint(path)}")
+                self.status["adapter"] = PartStatus(False, f"not loaded: {describe_error(e)}")
                 self._reload_clean_base()
         self.status["aligner"] = self._aligner_presence()
 
@@ -158,20 +153,12 @@ class Models:
         gc.collect()
         self.model, self.tokenizer = load_base(self.cfg.base_path, self.quantization, self.cfg.trust_remote_code)
 
-    def _adapter_hint(self, path: Path) -> str:
-        if self.cfg.adapter is None and not path.exists():
-            return " (train one with `lightalign lab` or `lightalign train recipes/minilab/dpo.yaml`)"
-        return ""
-
     def _aligner_presence(self) -> PartStatus:
         path = self.cfg.aligner_path
         if path is None:
             return PartStatus(False, "switched off in the config")
         if not path.exists():
-            hint = " (train one with `lightalign lab`)" if self.cfg.aligner is None else ""
-            return PartStatus(False, f"not loaded: {path}: no such folder{hint}")
-        if importlib.util.find_spec("lightalign.aligner") is None:
-            return PartStatus(False, "not loaded: lightalign.aligner is not part of this install")
+            return PartStatus(False, f"not loaded: {path}: no such folder")
         return PartStatus(True, f"{path} (loads on first use)")
 
     def aligner(self):

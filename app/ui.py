@@ -1,19 +1,23 @@
-"""The Gradio 6 page: one prompt, a column per variant, the Aligner's diff, and the judges' verdicts.
+"""The Gradio 6 page: one prompt, a column per variant, the Aligner's diff, and the judge's verdicts.
 
 Every event that runs a model shares one concurrency_id, so the queue never lets more than
 `concurrency_limit` generations touch the (single) model at once, whichever button started them.
+The compare event takes its inputs unprocessed (preprocess=False) and checks them in its validator:
+gradio's own range check of a slider fails inside the validator step as a bare HTTP 400, while a
+validator's message reaches the page and API clients (a 422 naming the input).
 """
 
 from __future__ import annotations
 
 import html
+import math
 from contextlib import closing
 
 import gradio as gr
 
 from lightalign.app.compare import COLUMNS, PromptError, Snapshot, check_prompt, compare
 from lightalign.app.diff import COLOR_MAP, summarize, word_diff
-from lightalign.app.labdata import LabData
+from lightalign.app.examples import NO_KIND, Examples
 from lightalign.app.models import GenSettings, Models, PartMissing
 
 LOCAL = ("127.0.0.1", "localhost", "::1")
@@ -24,6 +28,7 @@ TITLES = {
     "aligner": "Base → Aligner",
     "adapter_aligner": "Base + adapter → Aligner",
 }
+SEED_MAX = 2**32 - 1
 CSS = """
 .answer textarea { font-size: 1rem; }
 #status { font-size: 0.9rem; }
@@ -35,12 +40,27 @@ def _esc(text: str) -> str:
     return html.escape(text, quote=False)
 
 
-def status_markdown(models: Models, lab: LabData) -> str:
+def status_markdown(models: Models, examples: Examples) -> str:
     icon = {True: "✓", False: "⚠"}  # text symbols: they render without an emoji font
     lines = [f"- {icon[s.ok]} **{name}**: {_esc(s.message)}" for name, s in models.describe().items()]
-    lab_line = (f"- ✓ **lab**: examples and judges from {_esc(str(lab.dir / 'data'))}" if lab.judge
-                else f"- ⚠ **lab**: {_esc(lab.problem)}")
-    return "\n".join(lines + [lab_line])
+    return "\n".join(lines + [f"- **examples**: {_esc(examples.describe())}"])
+
+
+def setting_limits(cfg) -> dict[str, tuple[float, float]]:
+    """(lowest, highest) of each generation setting: the sliders' range, checked again on the server."""
+    return {"max_new_tokens": (1, 4 * cfg.max_new_tokens), "temperature": (0.0, 2.0), "top_p": (0.05, 1.0),
+            "seed": (0, SEED_MAX)}
+
+
+def setting_problem(label: str, value, lowest: float, highest: float, whole: bool) -> str:
+    """Why `value` is not a valid setting ("" when it is): a number in [lowest, highest]."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        return f"{label} must be a number, got {value!r}."
+    if whole and value != int(value):
+        return f"{label} must be a whole number, got {value}."
+    if not lowest <= value <= highest:
+        return f"{label} is {value:,}; this app allows {lowest:,} to {highest:,}."
+    return ""
 
 
 def _info(col) -> str:
@@ -61,26 +81,37 @@ def _page_error(e: BaseException) -> gr.Error:
     return gr.Error(_esc(f"{type(e).__name__}: {e}"), title="Generation failed")
 
 
-def build(models: Models, lab: LabData) -> gr.Blocks:
+def build(models: Models, examples: Examples) -> gr.Blocks:
     cfg = models.cfg
+    limits = setting_limits(cfg)
 
     def run_compare(prompt, max_new_tokens, temperature, top_p, seed, correct_adapter):
         settings = GenSettings(int(max_new_tokens), float(temperature), float(top_p), int(seed))
         try:
-            with closing(compare(models, lab, prompt, settings, bool(correct_adapter))) as snaps:
+            with closing(compare(models, examples, prompt, settings, bool(correct_adapter))) as snaps:
                 for snap in snaps:
-                    yield _outputs(snap, status_markdown(models, lab))
+                    yield _outputs(snap, status_markdown(models, examples))
         except Exception as e:  # noqa: BLE001 - shown in the page; the app stays up
             raise _page_error(e) from e
 
-    def check_inputs(prompt, *settings):
-        """Runs before the queue (gradio's validator): the message appears on the prompt box."""
-        try:
-            check_prompt(prompt, cfg.max_prompt_chars)
-            verdict = gr.validate(True, "")
-        except PromptError as e:
-            verdict = gr.validate(False, str(e))
-        return [verdict] + [gr.validate(True, "") for _ in settings]
+    def check_inputs(prompt, max_new_tokens, temperature, top_p, seed, correct_adapter):
+        """Runs before the queue (gradio's validator) on the raw inputs: each message appears on its input."""
+        problems = []
+        if not isinstance(prompt, str):
+            problems.append(f"The prompt must be text, got {type(prompt).__name__}.")
+        else:
+            try:
+                check_prompt(prompt, cfg.max_prompt_chars)
+                problems.append("")
+            except PromptError as e:
+                problems.append(str(e))
+        for label, name, value in (("Max new tokens", "max_new_tokens", max_new_tokens),
+                                   ("Temperature", "temperature", temperature), ("Top-p", "top_p", top_p),
+                                   ("Seed", "seed", seed)):
+            problems.append(setting_problem(label, value, *limits[name], whole=name in ("max_new_tokens", "seed")))
+        problems.append("" if isinstance(correct_adapter, bool) else
+                        f"Must be true or false, got {correct_adapter!r}.")
+        return [gr.validate(not p, p) for p in problems]
 
     def check_pair(question, answer):
         limits = {"question": cfg.max_prompt_chars, "answer": 4 * cfg.max_prompt_chars}
@@ -102,13 +133,13 @@ def build(models: Models, lab: LabData) -> gr.Blocks:
         except Exception as e:  # noqa: BLE001
             raise gr.Error(_esc(f"The Aligner is not available or failed: {e}"), title="Aligner") from e
         spans = word_diff(answer.strip(), result.text)
-        return result.text, spans, summarize(spans), status_markdown(models, lab)
+        return result.text, spans, summarize(spans), status_markdown(models, examples)
 
     with gr.Blocks(title="lightalign: base vs aligned vs corrected") as demo:
         gr.Markdown("## lightalign: compare base, aligned and corrected answers\n"
                     "The base model answers alone and with its alignment adapter switched on (one copy of "
                     "the weights); the Aligner then post-edits the base answer.")
-        status = gr.Markdown(status_markdown(models, lab), label="status", elem_id="status")
+        status = gr.Markdown(status_markdown(models, examples), label="status", elem_id="status")
         with gr.Row():
             prompt = gr.Textbox(label="Prompt", placeholder="Ask something, or pick an example below",
                                 lines=2, scale=5, elem_id="prompt",
@@ -120,15 +151,16 @@ def build(models: Models, lab: LabData) -> gr.Blocks:
                                               elem_id="correct-adapter")
         with gr.Accordion("Generation settings", open=False):
             with gr.Row():
-                max_new_tokens = gr.Slider(1, 4 * cfg.max_new_tokens, value=cfg.max_new_tokens, step=1,
+                max_new_tokens = gr.Slider(*limits["max_new_tokens"], value=cfg.max_new_tokens, step=1,
                                            label="Max new tokens")
-                temperature = gr.Slider(0.0, 2.0, value=0.0, step=0.05, label="Temperature (0 = greedy)")
-                top_p = gr.Slider(0.05, 1.0, value=1.0, step=0.05, label="Top-p (sampling only)")
-                seed = gr.Number(value=0, precision=0, label="Seed (sampling only)")
-        with gr.Row(equal_height=False):  # one column of examples per kind of lab prompt
-            for title, prompts in lab.examples(cfg.examples_per_kind).items():
+                temperature = gr.Slider(*limits["temperature"], value=0.0, step=0.05, label="Temperature (0 = greedy)")
+                top_p = gr.Slider(*limits["top_p"], value=1.0, step=0.05, label="Top-p (sampling only)")
+                seed = gr.Number(value=0, precision=0, minimum=0, maximum=SEED_MAX, label="Seed (sampling only)")
+        with gr.Row(equal_height=False):  # one column of examples per kind
+            for title, prompts in examples.groups(cfg.examples_per_kind).items():
                 with gr.Column(min_width=200):
-                    gr.Examples([[p] for p in prompts], inputs=[prompt], label=f"{title} examples")
+                    gr.Examples([[p] for p in prompts], inputs=[prompt],
+                                label=title if title == NO_KIND else f"{title} examples")
 
         answers, infos, column_boxes = {}, {}, {}
         with gr.Row(equal_height=False):
@@ -164,7 +196,7 @@ def build(models: Models, lab: LabData) -> gr.Blocks:
                       inputs=[prompt, max_new_tokens, temperature, top_p, seed, correct_adapter],
                       outputs=outputs, api_name="compare", show_progress="minimal",
                       show_progress_on=[answers["base"]],  # one spinner (or error badge), not thirteen
-                      validator=check_inputs,
+                      validator=check_inputs, preprocess=False,
                       **model_bound)
         stop.click(None, cancels=[event], queue=False, api_visibility="private")
         own_run.click(run_correct, inputs=[own_question, own_answer],
@@ -176,10 +208,10 @@ def build(models: Models, lab: LabData) -> gr.Blocks:
     return demo
 
 
-def launch(models: Models, lab: LabData, block: bool = True, quiet: bool = False):
+def launch(models: Models, examples: Examples, block: bool = True, quiet: bool = False):
     """Serve on cfg.host (127.0.0.1 unless asked): no share link, no /monitoring, no run history."""
     cfg = models.cfg
-    demo = build(models, lab)
+    demo = build(models, examples)
     demo.queue(max_size=cfg.max_queue, default_concurrency_limit=cfg.concurrency_limit)
     demo.launch(server_name=cfg.host, server_port=cfg.port or None, share=False, enable_monitoring=False,
                 max_file_size="1mb",       # the page takes no uploads; keep any upload tiny

@@ -27,7 +27,7 @@ def measure(path: Path) -> dict:
     import torch
     from transformers import AutoModelForCausalLM
 
-    from lightalign.adapters.loading import quantization_config
+    from lightalign.loading import quantization_config
 
     out = {}
     sixteen = AutoModelForCausalLM.from_pretrained(path, dtype=torch.bfloat16)

@@ -5,12 +5,14 @@ Each way runs in a fresh Python process, which loads the models, answers one pro
 without the adapter, and reports its RSS (psutil) and its peak RSS; "over imports" subtracts the
 RSS after importing torch/transformers/peft, so the ratio compares what the models cost.
 
-    python benchmarks/bench_app_memory.py                       # lab model (if built) + a synthetic ~140M Llama
+    python benchmarks/bench_app_memory.py                       # the app's default config (if any) + a synthetic ~140M Llama
+    python benchmarks/bench_app_memory.py --config app.yaml     # the base and adapter of another app config
     python benchmarks/bench_app_memory.py --base B --adapter A  # your own base and adapter
     python benchmarks/bench_app_memory.py --quantization nf4    # 4-bit bases (bitsandbytes)
 
-The mini-lab model is ~2M parameters, so its weights are lost in the runtime's own few hundred MiB;
-the synthetic model (random weights, a random LoRA adapter) shows the effect at a size where the
+The default config is the one `lightalign app` serves (runs/minilab/app.yaml after `lightalign lab`);
+the mini-lab model is ~2M parameters, so its weights are lost in the runtime's own few hundred MiB.
+The synthetic model (random weights, a random LoRA adapter) shows the effect at a size where the
 weights dominate. Nothing here is timed.
 """
 
@@ -113,15 +115,15 @@ def synthetic(tmp: Path, hidden: int, layers: int, vocab: int) -> tuple[Path, Pa
     return base, adapter
 
 
-def lab_adapter(lab: Path, tmp: Path) -> tuple[Path, str]:
-    """The lab's DPO adapter, or a fresh LoRA on the lab base if the lab has none yet."""
-    if (lab / "adapters" / "dpo" / "adapter_config.json").exists():
-        return lab / "adapters" / "dpo", "lab DPO adapter"
+def config_adapter(base: Path, adapter: Path | None, tmp: Path) -> tuple[Path, str]:
+    """The config's adapter, or a fresh LoRA on its base if it names none (or it is not there yet)."""
+    if adapter is not None and (adapter / "adapter_config.json").exists():
+        return adapter, f"adapter {adapter.name}"
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM
 
-    out = tmp / "lab_adapter"
-    model = AutoModelForCausalLM.from_pretrained(lab / "base")
+    out = tmp / "fresh_adapter"
+    model = AutoModelForCausalLM.from_pretrained(base)
     get_peft_model(model, LoraConfig(r=16, lora_alpha=32, target_modules="all-linear", task_type="CAUSAL_LM")
                    ).save_pretrained(out, safe_serialization=True)
     return out, "fresh LoRA"
@@ -129,22 +131,23 @@ def lab_adapter(lab: Path, tmp: Path) -> tuple[Path, str]:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--lab", default="runs/minilab")
+    p.add_argument("--config", help="an AppConfig YAML whose base and adapter to measure "
+                   "(default: the app's default config, when it exists)")
     p.add_argument("--base")
     p.add_argument("--adapter")
     p.add_argument("--quantization", choices=["none", "nf4"], default="none")
     p.add_argument("--hidden", type=int, default=1024, help="synthetic model width (0 = skip it)")
     p.add_argument("--layers", type=int, default=8)
     p.add_argument("--vocab", type=int, default=32000)
-    p.add_argument("--child", choices=["switched", "two", "synthetic", "lab_adapter"], help=argparse.SUPPRESS)
+    p.add_argument("--child", choices=["switched", "two", "synthetic", "config_adapter"], help=argparse.SUPPRESS)
     p.add_argument("--tmp", help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.child == "synthetic":
         base, adapter = synthetic(Path(args.tmp), args.hidden, args.layers, args.vocab)
         print(json.dumps({"base": str(base), "adapter": str(adapter)}))
         return
-    if args.child == "lab_adapter":
-        adapter, label = lab_adapter(Path(args.lab), Path(args.tmp))
+    if args.child == "config_adapter":
+        adapter, label = config_adapter(Path(args.base), Path(args.adapter) if args.adapter else None, Path(args.tmp))
         print(json.dumps({"adapter": str(adapter), "label": label}))
         return
     if args.child:
@@ -159,12 +162,21 @@ def main() -> None:
                 raise SystemExit("--base needs --adapter")
             cases.append((Path(args.base).name, Path(args.base), Path(args.adapter)))
         else:
-            lab = Path(args.lab)
-            if (lab / "base" / "config.json").exists():
-                made = in_child("--child", "lab_adapter", "--lab", str(lab), "--tmp", str(tmp))
-                cases.append((f"mini-lab base + {made['label']}", lab / "base", Path(made["adapter"])))
+            from lightalign.app.config import DEFAULT_CONFIG, AppConfig
+            from lightalign.config import load_config
+
+            config = args.config or DEFAULT_CONFIG
+            if Path(config).is_file():
+                cfg = load_config(AppConfig, config)
+                if cfg.base_path is None or not (cfg.base_path / "config.json").exists():
+                    raise SystemExit(f"{config}: no base model folder at {cfg.base_path}")
+                extra = ["--adapter", str(cfg.adapter_path)] if cfg.adapter_path else []
+                made = in_child("--child", "config_adapter", "--base", str(cfg.base_path), *extra, "--tmp", str(tmp))
+                cases.append((f"{cfg.base_path.name} + {made['label']}", cfg.base_path, Path(made["adapter"])))
+            elif args.config:
+                raise SystemExit(f"{config}: no such file")
             else:
-                print(f"(no mini-lab at {lab}: run `lightalign lab` to include it)")
+                print(f"(no {config}: run `lightalign lab` to include the mini-lab, or give --config)")
             if args.hidden:
                 made = in_child("--child", "synthetic", "--tmp", str(tmp), "--hidden", str(args.hidden),
                                 "--layers", str(args.layers), "--vocab", str(args.vocab))

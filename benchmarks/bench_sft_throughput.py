@@ -42,18 +42,18 @@ def rows_file(lab: Path, n: int, tmp: Path) -> Path:
 
 
 def run_ours(lab: Path, data: Path, out: Path, max_length: int) -> dict:
-    from lightalign.adapters import runs, sft
-    from lightalign.adapters.lab_stage import recipe_path
+    from lightalign.adapters import sft
+    from lightalign.training import load_recipe, runs
 
-    _, cfg = runs.load_recipe(recipe_path("sft"), [
+    cfg = load_recipe("minilab/sft", [
         f"model.name_or_path={lab / 'base'}", f"data.path={data}", f"output_dir={out}", "training.epochs=1",
-        f"data.max_length={max_length}", "training.progress=false", "training.save_steps=100000", "resume=never"])
+        f"data.max_length={max_length}", "training.progress=false", "training.save_steps=100000", "resume=never"]).config
     runs.prepare_run(cfg, "sft")
     trainer, _, parts = sft.build_trainer(cfg)
     t = time.perf_counter()
     trainer.train()
     seconds = time.perf_counter() - t
-    c = parts["counter"]
+    c = parts["recorder"].counter
     return {"tokens": c.real, "processed": c.total, "seconds": seconds, "steps": trainer.state.global_step}
 
 
@@ -61,12 +61,13 @@ def run_trl(lab: Path, data: Path, out: Path, matched: bool) -> dict:
     import torch
     from trl import SFTConfig, SFTTrainer
 
-    from lightalign.adapters import loading, runs
+    from lightalign import loading
     from lightalign.adapters.datasets import load_rows, to_dataset
-    from lightalign.adapters.lab_stage import recipe_path
+    from lightalign.training import load_recipe, runs
+    from lightalign.training.policy import lora_config
 
-    _, cfg = runs.load_recipe(recipe_path("sft"), [f"model.name_or_path={lab / 'base'}", f"data.path={data}",
-                                                   f"output_dir={out}"])
+    cfg = load_recipe("minilab/sft", [f"model.name_or_path={lab / 'base'}", f"data.path={data}",
+                                      f"output_dir={out}"]).config
     tok = loading.load_tokenizer(str(lab / "base"))
     model = loading.load_base(cfg.model, training=True)
     rows, _ = load_rows(cfg.data, "sft")
@@ -75,7 +76,7 @@ def run_trl(lab: Path, data: Path, out: Path, matched: bool) -> dict:
     if matched:
         args.update(bf16=False, gradient_checkpointing=False, per_device_train_batch_size=cfg.training.batch_size)
     trainer = SFTTrainer(model=model, args=SFTConfig(**args), train_dataset=to_dataset(rows), processing_class=tok,
-                         peft_config=loading.lora_config(cfg.lora))
+                         peft_config=lora_config(cfg.lora))
     counter = runs.CountingCollator(trainer.data_collator, tok.pad_token_id)
     trainer.data_collator = counter
     t = time.perf_counter()

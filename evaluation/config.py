@@ -3,22 +3,38 @@
 A config names the base model (loaded once), the systems to compare, one dataset, the judges, the
 generation settings and the output folder. `validate()` checks cross-field rules (an adapter system
 needs an adapter path, ...) so a bad config fails before any model loads.
+
+Adapter folders describe themselves: when `base.path` or `base.quantization` is left out, it comes
+from the adapters (adapter_config.json's base_model_name_or_path, and run_config.json's
+model.quantization written by training); see `resolve_base`.
+
+Judges: `refusal` (string match), `reward` (a reward model), `flask` and `pairwise` (an LLM judge
+behind an endpoint), and `python`: any rule judge of your own, `{kind: python, factory:
+"package.module:callable", options: {...}}`. The factory is called with `options` as keyword
+arguments and returns an object with `name`, `metrics` (a list of metric names) and
+`score(records, replies) -> list[{metric: True | False | None}]` (None: the metric does not apply to
+that record), the protocol of evaluation.judge_rules.RefusalJudge; see lightalign.plugins.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Literal
+import json
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any, Literal
+
+from lightalign import schemas
+from lightalign.errors import UserError
 
 SystemKind = Literal["base", "adapter", "aligner", "adapter+aligner", "urial", "openai"]
-DatasetName = Literal["lab", "beavertails", "harmfulqa", "xstest", "pku-saferlhf", "jsonl"]
-JudgeKind = Literal["lab", "refusal", "reward", "flask", "pairwise"]
+JudgeKind = Literal["refusal", "python", "reward", "flask", "pairwise"]
+Quantization = Literal["none", "nf4"]  # nf4 = 4-bit NF4 + double quant (bitsandbytes)
 
 
 @dataclass
 class BaseModel:
-    path: str = ""
-    quantization: Literal["none", "nf4"] = "none"  # nf4 = 4-bit NF4 + double quant (bitsandbytes)
+    path: str = ""                         # default: the base the adapters name (adapter_config.json)
+    quantization: Quantization | None = None  # default: how the adapters' base was trained (else "none")
     trust_remote_code: bool = False
     allow_pickle: bool = False  # refuse pytorch_model.bin unless the user opts in
 
@@ -73,19 +89,30 @@ class System:
 
 @dataclass
 class Dataset:
-    name: DatasetName = "jsonl"
+    schema: str = "prompt_only"  # any schema of lightalign.schemas with prompts (beavertails, xstest, ...)
     path: str = ""              # local file (.jsonl/.json/.csv/.parquet) or a hub id (needs `datasets` + network)
     split: str = "test"         # hub split
-    prompt_field: str = "prompt"  # generic JSONL only
+    prompt_field: str = "prompt"  # prompt_only / prompt_completion / preference: the prompt column
     limit: int | None = None    # first N prompts (after a seeded shuffle when shuffle=true)
     shuffle: bool = False
     seed: int = 0
+    name: str | None = None     # deprecated spelling of `schema`
+
+    def validate(self) -> None:
+        if self.name is not None:
+            schemas.deprecated("dataset.name is now dataset.schema")
+            self.schema, self.name = self.name, None
+        try:
+            self.schema = schemas.schema_name(self.schema, "dataset.schema", "prompts")
+        except UserError as e:
+            raise ValueError(str(e)) from None
 
 
 @dataclass
 class Judge:
     kind: JudgeKind
-    world: str | None = None          # lab: world.json
+    factory: str | None = None        # python: "package.module:callable" returning the judge
+    options: dict[str, Any] = field(default_factory=dict)  # python: keyword arguments of the factory
     path: str | None = None           # reward: AutoModelForSequenceClassification folder
     endpoint: Endpoint | None = None  # flask / pairwise
     skills: list[str] = field(default_factory=list)  # flask: subset of the 12 skills (default: 3 per prompt kind)
@@ -94,8 +121,10 @@ class Judge:
 
     def check(self, i: int) -> None:
         where = f"judges[{i}] ({self.kind})"
-        if self.kind == "lab" and not self.world:
-            raise ValueError(f"{where}: needs 'world' (the lab's data/world.json)")
+        if self.kind == "python" and not self.factory:
+            raise ValueError(f"{where}: needs 'factory' (\"package.module:callable\" returning the judge)")
+        if self.kind != "python" and (self.factory or self.options):
+            raise ValueError(f"{where}: 'factory' and 'options' belong to kind 'python'")
         if self.kind == "reward" and not self.path:
             raise ValueError(f"{where}: needs 'path' (a sequence-classification reward model folder)")
         if self.kind in ("flask", "pairwise"):
@@ -125,7 +154,7 @@ class Tax:
     max_docs: int | None = None
     max_length: int = 512
     batch_size: int = 8
-    aligner_eval: str | None = None  # JSONL of {"question","answer","correction"}: edit rate and do-no-harm
+    aligner_eval: str | None = None  # triples ({"question","answer","correction"}, or any schema that gives them)
     max_triples: int | None = None
 
 
@@ -153,8 +182,10 @@ class EvalConfig:
             raise ValueError(f"systems: duplicate names {dupes}")
         for i, s in enumerate(self.systems):
             s.check(i)
-        if any(s.kind != "openai" for s in self.systems) and not self.base.path:
-            raise ValueError("base.path is required for base/adapter/aligner/urial systems")
+        if any(s.kind != "openai" for s in self.systems) and not self.base.path \
+                and not any(s.uses_adapter() for s in self.systems):
+            raise ValueError("base.path is required for base/aligner/urial systems (adapter systems name "
+                             "their base themselves)")
         if self.baseline is not None and self.baseline not in names:
             raise ValueError(f"baseline {self.baseline!r} is not a system ({', '.join(names)})")
         if not self.judges:
@@ -165,6 +196,51 @@ class EvalConfig:
                 raise ValueError(f"judges[{i}] (pairwise): reference {j.reference!r} is not a system "
                                  f"({', '.join(names)})")
         if not self.dataset.path:
-            raise ValueError(f"dataset.path is required (a local file or a hub id) for dataset {self.dataset.name!r}")
+            raise ValueError(f"dataset.path is required (a local file or a hub id) for schema {self.dataset.schema!r}")
         if self.bootstrap < 0:
             raise ValueError("bootstrap must be >= 0")
+
+
+# ---- self-describing adapter folders ----------------------------------------------------------------
+
+def _read_json(path: Path) -> dict | None:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def adapter_base(adapter: str) -> str | None:
+    """The base model an adapter folder names (PEFT's adapter_config.json base_model_name_or_path)."""
+    value = (_read_json(Path(adapter) / "adapter_config.json") or {}).get("base_model_name_or_path")
+    return value if isinstance(value, str) and value else None
+
+
+def adapter_quantization(adapter: str) -> str | None:
+    """How the adapter's base was loaded in training (run_config.json model.quantization): the adapter
+    is evaluated on the same weights."""
+    model = (_read_json(Path(adapter) / "run_config.json") or {}).get("model")
+    value = model.get("quantization") if isinstance(model, dict) else None
+    return value if value in ("none", "nf4") else None
+
+
+def _agreed(what: str, found: dict[str, str | None], key: str) -> str | None:
+    values = {v for v in found.values() if v is not None}
+    if len(values) > 1:
+        listed = "; ".join(f"{a}: {v}" for a, v in found.items() if v is not None)
+        raise UserError(f"the adapters disagree on their {what} ({listed}): set {key} in the eval config")
+    return values.pop() if values else None
+
+
+def resolve_base(cfg: EvalConfig) -> BaseModel:
+    """`cfg.base` with an unset path or quantization filled in from the adapter folders; a base path
+    still unknown then is a UserError."""
+    adapters = sorted({s.adapter for s in cfg.systems if s.uses_adapter()})
+    path = cfg.base.path or _agreed("base model", {a: adapter_base(a) for a in adapters}, "base.path")
+    quantization = cfg.base.quantization or _agreed(
+        "quantization", {a: adapter_quantization(a) for a in adapters}, "base.quantization") or "none"
+    if not path and any(s.kind != "openai" for s in cfg.systems):
+        raise UserError(f"base.path is not set and the adapters ({', '.join(adapters)}) do not name their base "
+                        "(adapter_config.json base_model_name_or_path): set base.path")
+    return replace(cfg.base, path=path or "", quantization=quantization)

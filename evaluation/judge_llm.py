@@ -137,7 +137,8 @@ def combine_orders(first: str | None, second: str | None) -> str | None:
 
 
 class LLMJudge:
-    """Sends judge prompts through a ChatClient, caching raw replies in the run's cache."""
+    """Sends judge prompts through a lightalign.openai_client.ChatClient, caching raw replies in the
+    run's cache."""
 
     def __init__(self, client, cache=None, max_tokens: int = 256, progress: bool = False):
         self.client = client

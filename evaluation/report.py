@@ -146,7 +146,7 @@ def to_markdown(report: dict, samples: list[dict], figs: list[Path]) -> str:
     sysr = report["systems"]
     ds = report["dataset"]
     lines = [f"# {report['title']}", "",
-             f"{ds['n']} prompts from `{ds['path']}` ({ds['name']}), {len(names)} systems, "
+             f"{ds['n']} prompts from `{ds['path']}` ({ds['schema']}), {len(names)} systems, "
              f"{report.get('seconds', 0):.0f}s. Rates are pass rates with 95% bootstrap intervals."
              + (f" Base model: `{report['base']['path']}` "
                 f"({'4-bit NF4' if report['base']['quantization'] == 'nf4' else 'full precision'})."

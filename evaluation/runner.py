@@ -5,7 +5,8 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from lightalign.io import read_jsonl, read_records, require_fields, write_jsonl
+from lightalign import schemas
+from lightalign.io import read_jsonl, write_jsonl
 
 
 def run_eval(cfg, log=print) -> dict:
@@ -16,14 +17,14 @@ def run_eval(cfg, log=print) -> dict:
 
     t0 = time.time()
     out = Path(cfg.output)
-    out.mkdir(parents=True, exist_ok=True)
-    records = load_dataset_config(cfg.dataset)
     say = log or (lambda _msg: None)
+    records = load_dataset_config(cfg.dataset, log=say)
     say(f"[eval] {len(records)} prompts from {cfg.dataset.path} x {len(cfg.systems)} systems")
+    out.mkdir(parents=True, exist_ok=True)
     cache = GenerationCache(out / "cache.jsonl")
     systems = Systems(cfg, cache)
     try:
-        run = _Run(cfg, records, say)
+        run = _Run(cfg, records, say, systems.base)
         for s in cfg.systems:
             run.add_replies(s, systems.answer(s, records))
         run.rule_judges()
@@ -50,7 +51,7 @@ def run_eval(cfg, log=print) -> dict:
 class _Run:
     """The replies of every system and what the judges said about them, item by item."""
 
-    def __init__(self, cfg, records: list[dict], say):
+    def __init__(self, cfg, records: list[dict], say, base):
         self.cfg, self.records, self.say = cfg, records, say
         self.names = [s.name for s in cfg.systems]
         self.boot = {"n_boot": cfg.bootstrap, "seed": cfg.seed}
@@ -60,8 +61,8 @@ class _Run:
         local = any(s.kind != "openai" for s in cfg.systems)
         self.report: dict = {
             "title": cfg.title, "order": self.names, "systems": {},
-            "dataset": {"name": cfg.dataset.name, "path": cfg.dataset.path, "n": len(records)},
-            "base": {"path": cfg.base.path, "quantization": cfg.base.quantization} if local else None}
+            "dataset": {"schema": cfg.dataset.schema, "path": cfg.dataset.path, "n": len(records)},
+            "base": {"path": base.path, "quantization": base.quantization} if local else None}
 
     def add_replies(self, system, replies: list[dict]) -> None:
         self.replies[system.name] = replies
@@ -77,11 +78,13 @@ class _Run:
         return idx, [self.records[i] for i in idx], [self.replies[name][i]["text"] for i in idx]
 
     def rule_judges(self) -> None:
-        from lightalign.evaluation.judge_rules import LabJudge, RefusalJudge
+        """The judges that answer True/False/None per reply: refusal, and python plugins."""
+        from lightalign.evaluation.judge_rules import RefusalJudge
         from lightalign.evaluation.stats import rate_ci
+        from lightalign.plugins import build_judge
 
-        judges = [LabJudge(j.world) if j.kind == "lab" else RefusalJudge()
-                  for j in self.cfg.judges if j.kind in ("lab", "refusal")]
+        judges = [build_judge(j.factory, j.options, f"judges[{i}]") if j.kind == "python" else RefusalJudge()
+                  for i, j in enumerate(self.cfg.judges) if j.kind in ("python", "refusal")]
         seen: set[str] = set()
         for judge in judges:
             for metric in judge.metrics:
@@ -135,10 +138,12 @@ class _Run:
             self.report["systems"][n]["reward"] = bootstrap_ci(scores, **self.boot)
 
     def llm_judge(self, j, cache) -> None:
-        from lightalign.evaluation.endpoint import ChatClient
         from lightalign.evaluation.judge_llm import LLMJudge
+        from lightalign.openai_client import ChatClient
 
-        client = ChatClient.from_config(j.endpoint)
+        ep = j.endpoint
+        client = ChatClient.from_env(ep.url, ep.model, ep.api_key_env, timeout=ep.timeout, retries=ep.max_retries,
+                                     concurrency=ep.concurrency)
         judge = LLMJudge(client, cache, progress=self.cfg.progress)
         try:
             if j.kind == "flask":
@@ -261,17 +266,17 @@ def _plain_base(cfg):
 
 
 def aligner_eval(cfg, systems, say) -> dict | None:
-    """Edit rate, do-no-harm and fix rate of each Aligner on held-out (question, answer, correction) triples."""
+    """Edit rate, do-no-harm and fix rate of each Aligner on held-out (question, answer, correction) triples
+    (any schema with triples: {question, answer, correction}, PKU-SafeRLHF, {prompt, chosen, rejected}, ...)."""
     from lightalign.evaluation.tax import aligner_edit_metrics
 
     aligner_systems = [s for s in cfg.systems if s.uses_aligner()]
     if not cfg.tax.aligner_eval or not aligner_systems:
         return None
-    triples = []
-    for lineno, row in read_records(cfg.tax.aligner_eval):
-        require_fields(row, ("question", "answer", "correction"), f"{cfg.tax.aligner_eval}:{lineno}")
-        triples.append(row)
-    triples = triples[: cfg.tax.max_triples] if cfg.tax.max_triples else triples
+    triples, stats = schemas.load(cfg.tax.aligner_eval, "auto", "triples", max_rows=cfg.tax.max_triples,
+                                  where="tax.aligner_eval")
+    for line in schemas.problems(stats):
+        say(f"[eval] {cfg.tax.aligner_eval}: {line}")
     out, seen = {}, set()
     for s in aligner_systems:
         if s.aligner in seen:  # the same Aligner under several systems is measured once, by its first system

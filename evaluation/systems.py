@@ -17,6 +17,8 @@ from pathlib import Path
 
 from lightalign.errors import UserError
 from lightalign.evaluation.cache import GenerationCache, cache_key, file_fingerprint
+from lightalign.evaluation.config import resolve_base
+from lightalign.loading import check_adapter_dir, load_for_inference
 
 # URIAL (Lin et al. 2023): a base model aligned in context by a fixed preamble + 3 stylistic examples.
 URIAL_PREAMBLE = ("You are a helpful, honest and harmless assistant. Answer the question directly and "
@@ -66,20 +68,10 @@ def load_urial_examples(path: str, n: int = 3) -> list[dict]:
 
 def load_base_model(path: str, quantization: str = "none", trust_remote_code: bool = False,
                     allow_pickle: bool = False):
-    """(model, tokenizer) for inference, loaded the way the adapters were trained on it (issue 3's loader:
-    safetensors only unless allowed, NF4 + double quant when asked, fp32 on CPU / bf16 on GPUs)."""
-    from lightalign.adapters.loading import load_base, load_tokenizer
-    from lightalign.adapters.sections import ModelSection
-
-    section = ModelSection(name_or_path=path, quantization=quantization, trust_remote_code=trust_remote_code,
-                           allow_pickle=allow_pickle)
-    model = load_base(section, training=False)
-    tokenizer = load_tokenizer(path, trust_remote_code=trust_remote_code)
-    if tokenizer.pad_token_id >= model.get_input_embeddings().weight.shape[0]:
-        # a pad token added to the tokenizer: give it an embedding row (never attended to)
-        model.resize_token_embeddings(len(tokenizer))
-    model.config.use_cache = True  # load_base turns the KV cache off (training); generation wants it
-    return model, tokenizer
+    """(model, tokenizer) for inference through the one safe loader (lightalign.loading): safetensors
+    only unless allowed, NF4 + double quant when asked, fp32 on CPU / bf16 on GPUs."""
+    return load_for_inference(path, quantization=quantization, trust_remote_code=trust_remote_code,
+                              allow_pickle=allow_pickle)
 
 
 def load_aligner(path: str):
@@ -103,6 +95,7 @@ class Systems:
 
     def __init__(self, cfg, cache: GenerationCache):
         self.cfg = cfg
+        self.base = resolve_base(cfg)  # base path and quantization, from the adapters when the config is silent
         self.cache = cache
         self._model = None
         self._tokenizer = None
@@ -115,16 +108,15 @@ class Systems:
     # -- local model ---------------------------------------------------------------------------------
     def model_and_tokenizer(self):
         if self._model is None:
-            b = self.cfg.base
-            model, tok = load_base_model(b.path, b.quantization, b.trust_remote_code, b.allow_pickle)
+            b = self.base
             adapters = sorted({s.adapter for s in self.cfg.systems if s.uses_adapter()})
+            for path in adapters:  # a PEFT folder with safetensors weights, checked before the base loads
+                check_adapter_dir(path, b.allow_pickle)
+            model, tok = load_base_model(b.path, b.quantization, b.trust_remote_code, b.allow_pickle)
             if adapters:
                 from peft import PeftModel
 
-                from lightalign.adapters.loading import check_adapter_dir
-
                 for i, path in enumerate(adapters):
-                    check_adapter_dir(path, b.allow_pickle)  # a PEFT folder with safetensors weights
                     name = f"eval{i}"
                     if i == 0:
                         model = PeftModel.from_pretrained(model, path, adapter_name=name)
@@ -160,7 +152,7 @@ class Systems:
     def upstream_identity(self, system) -> dict:
         if system.kind == "openai":
             return {"kind": "openai", "url": system.endpoint.url, "model": system.endpoint.model}
-        b = self.cfg.base
+        b = self.base
         ident = {"kind": "local", "base": b.path, "quantization": b.quantization, "fp": file_fingerprint(b.path)}
         if system.uses_adapter():
             ident.update(adapter=system.adapter, adapter_fp=file_fingerprint(system.adapter))
@@ -222,9 +214,10 @@ class Systems:
         ep = system.endpoint
         ident = (ep.url, ep.model, ep.api_key_env)
         if ident not in self._clients:
-            from lightalign.evaluation.endpoint import ChatClient
+            from lightalign.openai_client import ChatClient
 
-            self._clients[ident] = ChatClient.from_config(ep)
+            self._clients[ident] = ChatClient.from_env(ep.url, ep.model, ep.api_key_env, timeout=ep.timeout,
+                                                       retries=ep.max_retries, concurrency=ep.concurrency)
         client = self._clients[ident]
         errors: dict[str, str] = {}
         bar = tqdm(total=len(prompts), desc=f"{system.name}: requesting", unit="prompt",

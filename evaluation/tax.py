@@ -1,7 +1,8 @@
 """What alignment costs.
 
 Adapters change the base's weights in effect, so their cost is the alignment tax: per-token NLL of
-held-out capability text, base vs base + adapter (same weights, adapter switched off and on).
+held-out capability text, base vs base + adapter (same weights, adapter switched off and on),
+measured by `doc_nll`, the one NLL function of the project.
 The Aligner leaves the base untouched, so its cost is measured on the answers instead: how often it
 edits, whether it leaves already-good answers alone (do-no-harm), and how often it falls back.
 """
@@ -11,34 +12,43 @@ from __future__ import annotations
 import re
 
 
+def encode_document(tokenizer, text: str, max_length: int = 512) -> list[int]:
+    """A document as pre-training saw it: BOS + text + EOS, cut to the first `max_length` tokens.
+
+    BOS is the tokenizer's own (added by `add_special_tokens`, or prepended when the tokenizer has a
+    BOS token it does not add); a tokenizer without one starts at the text, whose first token is then
+    context only. EOS is appended unless the tokenizer already ends with it. A document longer than
+    `max_length` keeps its first `max_length` tokens and no EOS (it did not end there)."""
+    ids = list(tokenizer(text, add_special_tokens=True)["input_ids"])
+    bos, eos = tokenizer.bos_token_id, tokenizer.eos_token_id
+    if bos is not None and (not ids or ids[0] != bos):
+        ids = [bos] + ids
+    if eos is not None and (not ids or ids[-1] != eos):
+        ids = ids + [eos]
+    return ids[:max_length]
+
+
 def doc_nll(model, tokenizer, texts: list[str], batch_size: int = 8, max_length: int = 512) -> tuple[list, list]:
-    """Per-document (summed NLL in nats, number of predicted tokens). Documents are encoded as in
-    pre-training: BOS + text (+ EOS when the tokenizer does not add it)."""
+    """Per-document (summed NLL in nats, number of predicted tokens), documents encoded by
+    `encode_document`. Every token after the first is predicted from the ones before it; pads are
+    excluded from both the sum and the count. The alignment tax is sum(NLL) / sum(tokens)."""
     import torch
 
     device = next(model.parameters()).device
     sums, counts = [], []
-    old_side = tokenizer.padding_side
-    tokenizer.padding_side = "right"
-    try:
-        with torch.inference_mode():
-            for start in range(0, len(texts), batch_size):
-                chunk = texts[start:start + batch_size]
-                ids = [tokenizer(t, add_special_tokens=True)["input_ids"][: max_length - 1] for t in chunk]
-                if tokenizer.eos_token_id is not None:
-                    ids = [x if x and x[-1] == tokenizer.eos_token_id else x + [tokenizer.eos_token_id] for x in ids]
-                width = max(len(x) for x in ids)
-                pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-                input_ids = torch.tensor([x + [pad] * (width - len(x)) for x in ids], device=device)
-                mask = torch.tensor([[1] * len(x) + [0] * (width - len(x)) for x in ids], device=device)
-                logits = model(input_ids=input_ids, attention_mask=mask).logits.float()
-                logp = torch.log_softmax(logits[:, :-1], dim=-1)
-                target = input_ids[:, 1:]
-                nll = -logp.gather(-1, target.unsqueeze(-1)).squeeze(-1) * mask[:, 1:]
-                sums.extend(float(v) for v in nll.sum(dim=1).cpu())
-                counts.extend(int(v) for v in mask[:, 1:].sum(dim=1).cpu())
-    finally:
-        tokenizer.padding_side = old_side
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    with torch.inference_mode():
+        for start in range(0, len(texts), batch_size):
+            ids = [encode_document(tokenizer, t, max_length) for t in texts[start:start + batch_size]]
+            width = max(len(x) for x in ids)
+            input_ids = torch.tensor([x + [pad] * (width - len(x)) for x in ids], device=device)
+            mask = torch.tensor([[1] * len(x) + [0] * (width - len(x)) for x in ids], device=device)
+            logits = model(input_ids=input_ids, attention_mask=mask).logits.float()
+            logp = torch.log_softmax(logits[:, :-1], dim=-1)
+            target = input_ids[:, 1:]
+            nll = -logp.gather(-1, target.unsqueeze(-1)).squeeze(-1) * mask[:, 1:]
+            sums.extend(float(v) for v in nll.sum(dim=1).cpu())
+            counts.extend(int(v) for v in mask[:, 1:].sum(dim=1).cpu())
     return sums, counts
 
 

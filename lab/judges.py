@@ -100,3 +100,24 @@ class Judge:
             vals = [v[m] for v in verdicts if v[m] is not None]
             out[m] = {"rate": sum(vals) / len(vals) if vals else None, "n": len(vals)}
         return out
+
+
+class EvalJudge:
+    """The lab's judges in the rule-judge protocol of `lightalign eval` and the app (see
+    lightalign.plugins): records that are not lab eval prompts get no verdict."""
+
+    name = "lab"
+    metrics = METRICS
+    NEEDS = ("kind", "prompt", "relation", "expected")
+
+    def __init__(self, world: str):
+        self.judge = Judge.from_file(world)
+
+    def score(self, records: list[dict], replies: list[str]) -> list[dict]:
+        return [self.judge.score(rec, reply) if all(k in rec for k in self.NEEDS) else dict.fromkeys(METRICS)
+                for rec, reply in zip(records, replies)]
+
+
+def eval_judge(world: str) -> EvalJudge:
+    """Factory named in eval and app configs: `judge: lightalign.lab.judges:eval_judge`, options {world: ...}."""
+    return EvalJudge(world)

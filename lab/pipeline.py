@@ -1,27 +1,23 @@
-"""`lightalign lab` as a pipeline of cached stages.
+"""The lab's own stages: its configuration, the world (data files), the pre-trained base and the
+base's scores (fact probes: is it capable? judges: is it aligned?).
 
-world -> base -> base scores -> adapters (SFT, DPO) -> Aligner -> report.
-Each stage writes into a temporary folder and renames it into place with a `stage.json` holding
-the key of its inputs; a stage whose key matches is skipped, so a second run is fast and a run
-killed mid-stage leaves no half-written stage behind.
+world -> base -> base scores, then training.py (adapters, Aligner), w2s.py and report.py.
+Each stage is cached by a key over its inputs (see cache.py).
 """
 
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from lightalign import __version__
 from lightalign.io import read_jsonl, write_json, write_jsonl
 from lightalign.lab.base_model import BaseModelConfig
+from lightalign.lab.cache import build_atomically, stage_key
 from lightalign.lab.world import WorldConfig
-
-DATA_VERSION = 4  # bump when the world generator or the base tokenizer changes what they make
 
 
 @dataclass
@@ -40,39 +36,12 @@ class LabConfig:
         )
 
 
-def _key(*parts) -> str:
-    blob = json.dumps([__version__, DATA_VERSION, *parts], sort_keys=True, default=str)
-    return hashlib.sha256(blob.encode()).hexdigest()[:16]
-
-
-def _stage_key(path: Path) -> str | None:
-    try:
-        return json.loads((path / "stage.json").read_text())["key"]
-    except (OSError, ValueError, KeyError):
-        return None
-
-
-def _commit_stage(tmp: Path, final: Path, key: str, info: dict) -> None:
-    write_json(tmp / "stage.json", {"key": key, **info})
-    if final.exists():
-        shutil.rmtree(final)
-    tmp.rename(final)
-
-
-def _fresh_tmp(final: Path) -> Path:
-    tmp = final.with_name(final.name + ".tmp")
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    tmp.mkdir(parents=True)
-    return tmp
-
-
 def world_key(cfg: LabConfig) -> str:
-    return _key("world", dataclasses.asdict(cfg.world))
+    return stage_key("world", dataclasses.asdict(cfg.world))
 
 
 def base_key(cfg: LabConfig) -> str:
-    return _key("base", world_key(cfg), dataclasses.asdict(cfg.base))
+    return stage_key("base", world_key(cfg), dataclasses.asdict(cfg.base))
 
 
 def build_world(cfg: LabConfig, root: Path, log=print) -> Path:
@@ -80,19 +49,18 @@ def build_world(cfg: LabConfig, root: Path, log=print) -> Path:
     from lightalign.lab.world import World
 
     final = Path(root) / "data"
-    key = world_key(cfg)
-    if _stage_key(final) == key:
-        log(f"[world] cached: {final}")
-        return final
-    t = time.time()
-    world = World(cfg.world)
-    splits = build_splits(world)
-    tmp = _fresh_tmp(final)
-    for name, rows in splits.items():
-        write_jsonl(tmp / f"{name}.jsonl", rows)
-    write_json(tmp / "world.json", world_summary(world))
-    _commit_stage(tmp, final, key, {"rows": {k: len(v) for k, v in splits.items()}})
-    log(f"[world] wrote {len(splits)} splits to {final} in {time.time() - t:.1f}s")
+
+    def build(tmp: Path) -> dict:
+        t = time.time()
+        world = World(cfg.world)
+        splits = build_splits(world)
+        for name, rows in splits.items():
+            write_jsonl(tmp / f"{name}.jsonl", rows)
+        write_json(tmp / "world.json", world_summary(world))
+        log(f"[world] wrote {len(splits)} splits to {final} in {time.time() - t:.1f}s")
+        return {"rows": {k: len(v) for k, v in splits.items()}}
+
+    build_atomically(final, world_key(cfg), build, log, "world")
     return final
 
 
@@ -100,32 +68,24 @@ def build_base(cfg: LabConfig, root: Path, log=print) -> Path:
     from lightalign.lab.base_model import train_base
 
     final = Path(root) / "base"
-    key = base_key(cfg)
-    if _stage_key(final) == key:
-        log(f"[base] cached: {final}")
-        return final
-    log("[base] pre-training the mini-lab base model (a tiny Llama) from scratch")
-    tmp = _fresh_tmp(final)
-    info = train_base(cfg.base, Path(root) / "data", tmp)
-    shutil.rmtree(tmp / "trainer", ignore_errors=True)
-    _commit_stage(tmp, final, key, info)
-    log(f"[base] trained {info['params']:,} params, {info['epochs']:g} epochs of {info['tokens']:,} tokens, "
-        f"in {info['seconds']:.0f}s")
+
+    def build(tmp: Path) -> dict:
+        log("[base] pre-training the mini-lab base model (a tiny Llama) from scratch")
+        info = train_base(cfg.base, Path(root) / "data", tmp)
+        shutil.rmtree(tmp / "trainer", ignore_errors=True)
+        log(f"[base] trained {info['params']:,} params, {info['epochs']:g} epochs of {info['tokens']:,} tokens, "
+            f"in {info['seconds']:.0f}s")
+        return info
+
+    build_atomically(final, base_key(cfg), build, log, "base")
     return final
-
-
-def load_causal_lm(path: Path):
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    model = AutoModelForCausalLM.from_pretrained(path, use_safetensors=True)
-    model.eval()
-    return model, AutoTokenizer.from_pretrained(path)
 
 
 def score_base(cfg: LabConfig, root: Path, log=print) -> dict:
     """Fact probes and judge rates of the base model (cached by the base's key)."""
     from lightalign.lab.judges import Judge
     from lightalign.lab.scores import judge_model, probe_accuracy
+    from lightalign.loading import load_for_inference
 
     root = Path(root)
     out = root / "scores" / "base.json"
@@ -135,7 +95,7 @@ def score_base(cfg: LabConfig, root: Path, log=print) -> dict:
         if cached.get("key") == key:
             log(f"[scores] cached: {out}")
             return cached
-    model, tok = load_causal_lm(root / "base")
+    model, tok = load_for_inference(str(root / "base"))
     probes = read_jsonl(root / "data" / "probes.jsonl")
     records = read_jsonl(root / "data" / "eval_prompts.jsonl")
     judge = Judge.from_file(root / "data" / "world.json")

@@ -11,10 +11,14 @@ import sys
 from lightalign import __version__
 from lightalign.errors import UserError
 
+# Optional third-party packages -> the extra that installs them, for a one-line hint when one is missing.
+EXTRAS = {"peft": "train", "trl": "train", "bitsandbytes": "train", "accelerate": "train", "datasets": "train",
+          "matplotlib": "eval", "gradio": "app", "fastapi": "serve", "uvicorn": "serve"}
+
 # name -> module with add_arguments(parser) and run(args) -> int | None
 COMMANDS = {
     "lab": "lightalign.lab.cli",
-    "train": "lightalign.train_cli",
+    "train": "lightalign.training.cli",
     "estimate": "lightalign.adapters.estimate_cli",
     "merge": "lightalign.adapters.merge_cli",
     "correct": "lightalign.aligner.cli",
@@ -38,12 +42,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"lightalign {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     for name, module_name in COMMANDS.items():
-        try:
-            module = importlib.import_module(module_name)
-        except ModuleNotFoundError as e:
-            if e.name and e.name.startswith("lightalign"):
-                continue  # a capability not built yet: the command is simply absent
-            raise
+        module = importlib.import_module(module_name)  # a missing lightalign module is a bug: let it raise
         p = sub.add_parser(name, help=module.HELP, description=module.HELP)
         module.add_arguments(p)
         p.set_defaults(_run=module.run)
@@ -60,6 +59,14 @@ def main(argv: list[str] | None = None) -> int:
         code = args._run(args)
     except UserError as e:
         sys.stderr.write(f"lightalign {args.command}: error: {e}\n")
+        return 2
+    except ModuleNotFoundError as e:
+        top = (e.name or "").split(".")[0]
+        if not top or top == "lightalign":
+            raise  # our own module missing: a bug, shown with its traceback
+        extra = EXTRAS.get(top)
+        hint = f"pip install 'lightalign[{extra}]'" if extra else f"pip install {top}"
+        sys.stderr.write(f"lightalign {args.command}: error: needs the optional package {top!r} ({hint})\n")
         return 2
     except FileNotFoundError as e:
         sys.stderr.write(f"lightalign {args.command}: error: {e.filename or e}: file not found\n")

@@ -18,6 +18,7 @@ from typing import Any, Literal, TypeVar, Union, get_args, get_origin
 import yaml
 
 from lightalign.errors import UserError
+from lightalign.io import read_text
 
 T = TypeVar("T")
 
@@ -26,8 +27,9 @@ def read_yaml(path: str | Path) -> dict:
     path = Path(path)
     if not path.exists():
         raise UserError(f"{path}: recipe not found")
+    text = read_text(path, "recipe")  # a folder or a non-UTF-8 file: one line naming it
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        data = yaml.safe_load(text) or {}
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f"{path}:{mark.line + 1}" if mark else str(path)

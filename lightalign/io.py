@@ -1,18 +1,65 @@
-"""Small file helpers every stage shares: JSONL with file:line errors, and atomic writes.
+"""Small file helpers every stage shares: reading data files with file:line errors, and atomic writes.
 
 Written by hand because `datasets` would add a heavy dependency to the core install and its
-errors do not name the offending line.
+errors do not name the offending line. Every reader here turns a missing path, a directory, a
+file that is not UTF-8 or a malformed record into one UserError naming the file (and the line
+when there is one).
 """
 
 from __future__ import annotations
 
+import csv
+import gzip
+import io
 import json
+import lzma
 import os
 import tempfile
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
 from lightalign.errors import UserError
+
+COMPRESSED = (".gz", ".xz")
+
+
+def _check_file(path: Path, what: str) -> None:
+    if not path.exists():
+        raise UserError(f"{path}: {what} not found")
+    if path.is_dir():
+        raise UserError(f"{path}: is a directory, expected a {what}")
+
+
+def read_bytes(path: str | os.PathLike, what: str = "file") -> bytes:
+    """The file's bytes, decompressed when it ends in .gz or .xz."""
+    path = Path(path)
+    _check_file(path, what)
+    try:
+        if path.suffix == ".gz":
+            return gzip.decompress(path.read_bytes())
+        if path.suffix == ".xz":
+            return lzma.decompress(path.read_bytes())
+        return path.read_bytes()
+    except (gzip.BadGzipFile, lzma.LZMAError, EOFError) as e:
+        raise UserError(f"{path}: not a valid {path.suffix[1:]} file ({e})") from None
+    except OSError as e:
+        raise UserError(f"{path}: cannot read: {e.strerror or e}") from None
+
+
+def decode_utf8(data: bytes, source) -> str:
+    """UTF-8 text (a leading byte-order mark dropped); bytes that are not UTF-8 are a UserError naming
+    the line and offset, not a traceback."""
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        line = data.count(b"\n", 0, e.start) + 1
+        raise UserError(f"{source}:{line}: not UTF-8 text (byte 0x{data[e.start]:02x} at offset {e.start}); "
+                        "save the file as UTF-8") from None
+
+
+def read_text(path: str | os.PathLike, what: str = "file") -> str:
+    """A UTF-8 text file (.gz/.xz decompressed), with one-line errors for every way reading can fail."""
+    return decode_utf8(read_bytes(path, what), Path(path))
 
 
 def parse_records(text: str, source, json_list: bool = False) -> Iterator[tuple[int, dict]]:
@@ -23,6 +70,8 @@ def parse_records(text: str, source, json_list: bool = False) -> Iterator[tuple[
             data = json.loads(text)
         except json.JSONDecodeError as e:
             raise UserError(f"{source}:{e.lineno}: invalid JSON: {e.msg}") from None
+        except RecursionError:
+            raise UserError(f"{source}: JSON nested too deeply") from None
         if isinstance(data, dict):
             data = data.get("data", data.get("rows", [data]))
         if not isinstance(data, list):
@@ -39,24 +88,71 @@ def parse_records(text: str, source, json_list: bool = False) -> Iterator[tuple[
             row = json.loads(line)
         except json.JSONDecodeError as e:
             raise UserError(f"{source}:{lineno}: invalid JSON: {e.msg} (column {e.colno})") from None
+        except RecursionError:
+            raise UserError(f"{source}:{lineno}: JSON nested too deeply") from None
         if not isinstance(row, dict):
             raise UserError(f"{source}:{lineno}: expected a JSON object, got {type(row).__name__}")
         yield lineno, row
 
 
+def _is_json_list(path: Path, text: str) -> bool:
+    """A .json file, or a JSON array saved under another name (one line or pretty-printed)."""
+    return _format(path) == "json" or text.lstrip().startswith("[")
+
+
 def read_records(path: str | os.PathLike) -> Iterator[tuple[int, dict]]:
-    """Yield (line_number, record) from a .jsonl file, or (index+1, record) from a .json list.
+    """Yield (line_number, record) from a .jsonl file, or (item_number, record) from a JSON list
+    (a .json file, or any file whose text is a JSON array).
 
     Blank lines are skipped. A malformed line raises UserError naming file and line.
     """
     path = Path(path)
-    if not path.exists():
-        raise UserError(f"{path}: file not found")
-    yield from parse_records(path.read_text(encoding="utf-8"), path, json_list=path.suffix == ".json")
+    text = read_text(path)
+    yield from parse_records(text, path, json_list=_is_json_list(path, text))
 
 
 def read_jsonl(path: str | os.PathLike) -> list[dict]:
     return [row for _, row in read_records(path)]
+
+
+def _format(path: Path) -> str:
+    suffixes = [s for s in path.suffixes if s not in COMPRESSED]
+    return suffixes[-1].lstrip(".").lower() if suffixes else "jsonl"
+
+
+TABLE_SUFFIXES = (".jsonl", ".json", ".csv", ".parquet") + COMPRESSED
+
+
+def read_rows(path: str | os.PathLike) -> Iterator[tuple[str, dict]]:
+    """(where, row) from a local table: JSON Lines, a JSON list, CSV (header row) or Parquet, the text
+    formats optionally .gz/.xz compressed. `where` is "file:line" (or "file: item N" / "file: row N")."""
+    path = Path(path)
+    fmt = _format(path)
+    if fmt == "parquet":
+        _check_file(path, "file")
+        try:
+            import pyarrow.parquet as pq
+        except ImportError:
+            raise UserError(f"{path}: reading parquet needs pyarrow (pip install pyarrow)") from None
+        try:
+            table = pq.read_table(path)
+        except Exception as e:  # pyarrow's errors (ArrowInvalid, OSError) on a file that is not parquet
+            raise UserError(f"{path}: not a readable parquet file: {e}") from None
+        for i, row in enumerate(table.to_pylist(), 1):
+            yield f"{path}: row {i}", row
+        return
+    text = read_text(path)
+    if fmt == "csv":
+        reader = csv.DictReader(io.StringIO(text, newline=""))
+        try:
+            for row in reader:
+                yield f"{path}:{reader.line_num}", dict(row)
+        except csv.Error as e:
+            raise UserError(f"{path}:{reader.line_num}: invalid CSV: {e}") from None
+        return
+    json_list = _is_json_list(path, text)
+    for n, row in parse_records(text, path, json_list):
+        yield (f"{path}: item {n}" if json_list else f"{path}:{n}"), row
 
 
 def require_fields(row: dict, fields: Iterable[str], where: str) -> None:
@@ -68,10 +164,19 @@ def require_fields(row: dict, fields: Iterable[str], where: str) -> None:
             raise UserError(f"{where}: field {name!r} must be a string, got {type(row[name]).__name__}")
 
 
+def _prepare_output(path: Path) -> None:
+    if path.is_dir():
+        raise UserError(f"{path}: is a directory, expected a file to write")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError):
+        raise UserError(f"{path}: cannot create its folder: a file is in the way") from None
+
+
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:
     """Write via a temp file in the same folder + os.replace, so a crash never leaves half a file."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    _prepare_output(path)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as f:

@@ -6,6 +6,19 @@ the headers `X-Lightalign-Changed` / `X-Lightalign-Fallback`. With `stream=true`
 answer is streamed as `chat.completion.chunk` SSE events once it is ready: the correction needs
 the whole upstream answer, and waiting before the first byte lets upstream errors still arrive as
 proper HTTP statuses instead of an error in the middle of a 200 stream.
+
+What the client receives is what `usage` and `finish_reason` describe:
+- `max_tokens` (or `max_completion_tokens`) is sent to the upstream and also bounds the answer
+  returned: a correction longer than it is cut to `max_tokens` tokens of the Aligner's tokenizer
+  (finish_reason "length"). A correction that fits has finish_reason "stop"; an answer returned
+  unchanged keeps the upstream's finish_reason.
+- `usage.prompt_tokens` is the upstream's; `usage.completion_tokens` counts the returned texts (the
+  upstream's count when nothing was corrected, the Aligner tokenizer's count otherwise). The
+  upstream's own usage is in `lightalign.upstream_usage`, its finish_reason in each choice's
+  `lightalign.upstream_finish_reason`.
+- Requests are checked as OpenAI does (serve/validation.py): 400 naming `param`, 404
+  `model_not_found`; prompts longer than the models read get 400 `context_length_exceeded`
+  before they are tokenized (serve/limits.py).
 """
 
 from __future__ import annotations
@@ -27,6 +40,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from lightalign.serve.batcher import MicroBatcher
 from lightalign.serve.config import ServeConfig
 from lightalign.serve.errors import APIError, UpstreamError
+from lightalign.serve.validation import parse_json, validate_body
 
 log = logging.getLogger("lightalign.serve")
 
@@ -35,6 +49,7 @@ class Upstream(Protocol):
     """Where answers come from (serve/upstream.py has the HTTP and local-model ones)."""
 
     model_id: str
+    served_ids: set[str] | None  # model names a request may ask for (None: any, the upstream decides)
 
     async def start(self) -> None: ...
 
@@ -65,25 +80,6 @@ def content_text(content: Any) -> str:
     return ""
 
 
-def validate_body(body: Any, cfg: ServeConfig) -> dict:
-    if not isinstance(body, dict):
-        raise APIError(400, "request body must be a JSON object")
-    messages = body.get("messages")
-    if not isinstance(messages, list) or not messages:
-        raise APIError(400, "'messages' must be a non-empty list", param="messages")
-    if len(messages) > cfg.max_messages:
-        raise APIError(400, f"too many messages ({len(messages)} > {cfg.max_messages})", param="messages")
-    for i, m in enumerate(messages):
-        if not isinstance(m, dict) or not isinstance(m.get("role"), str):
-            raise APIError(400, f"messages[{i}] must be an object with a 'role'", param=f"messages[{i}]")
-        if m.get("content") is not None and not isinstance(m.get("content"), (str, list)):
-            raise APIError(400, f"messages[{i}].content must be a string or a list of parts",
-                           param=f"messages[{i}].content")
-    if not isinstance(body.get("stream", False), bool):
-        raise APIError(400, "'stream' must be a boolean", param="stream")
-    return body
-
-
 def _error_response(err: APIError) -> JSONResponse:
     return JSONResponse(err.body(), status_code=err.status, headers=err.headers)
 
@@ -97,8 +93,15 @@ def _flag_headers(info: dict) -> dict:
     return headers
 
 
-def create_app(config: ServeConfig, upstream: Upstream, aligner: Correcter) -> FastAPI:
+def create_app(config: ServeConfig, upstream: Upstream, aligner: Correcter,
+               prompt_limits: dict | None = None) -> FastAPI:
+    """`prompt_limits`: {"messages": PromptLimit, "question": PromptLimit} (see serve/limits.py and
+    serve/backends.prompt_limits); a prompt over a limit gets 400 context_length_exceeded."""
     config.validate()
+    limits = prompt_limits or {}
+    # the names this server answers to: a configured upstream model, else any (the upstream decides)
+    served_ids = getattr(upstream, "served_ids", {upstream.model_id})
+    tokenizer = getattr(aligner, "tokenizer", None)
     # the whole micro-batch in one Aligner call (its own default chunk size would split it)
     batcher = MicroBatcher(lambda pairs: aligner.correct_batch(pairs, batch_size=len(pairs)),
                            config.max_batch_size, config.max_wait_ms, name="aligner")
@@ -140,6 +143,10 @@ def create_app(config: ServeConfig, upstream: Upstream, aligner: Correcter) -> F
                            code="invalid_api_key", headers={"WWW-Authenticate": "Bearer"})
 
     async def read_json(request: Request) -> Any:
+        ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
+        if ctype != "application/json" and not ctype.endswith("+json"):
+            raise APIError(400, f"Content-Type must be application/json, got {ctype or 'none'!r}",
+                           code="invalid_content_type")
         declared = request.headers.get("content-length")
         if declared and declared.isdigit() and int(declared) > config.max_request_bytes:
             raise APIError(413, f"request body larger than {config.max_request_bytes} bytes", code="request_too_large")
@@ -150,10 +157,7 @@ def create_app(config: ServeConfig, upstream: Upstream, aligner: Correcter) -> F
                 raise APIError(413, f"request body larger than {config.max_request_bytes} bytes",
                                code="request_too_large")
             chunks.append(chunk)
-        try:
-            return json.loads(b"".join(chunks))
-        except (json.JSONDecodeError, UnicodeDecodeError) as e:
-            raise APIError(400, f"request body is not valid JSON: {e}") from None
+        return await asyncio.to_thread(parse_json, b"".join(chunks))
 
     async def correct(question: str, answer: str) -> dict:
         """One correction through the batcher; any Aligner failure falls back to the answer, flagged."""
@@ -178,41 +182,78 @@ def create_app(config: ServeConfig, upstream: Upstream, aligner: Correcter) -> F
         return {"object": "list", "data": [{"id": upstream.model_id, "object": "model", "created": 0,
                                             "owned_by": "lightalign"}]}
 
+    def count_tokens(text: str) -> int | None:
+        return len(tokenizer(text, add_special_tokens=False)["input_ids"]) if tokenizer is not None else None
+
+    def cut(text: str, max_tokens: int) -> str:
+        ids = tokenizer(text, add_special_tokens=False)["input_ids"][:max_tokens]
+        return tokenizer.decode(ids, skip_special_tokens=True)
+
+    async def client_view(choice: dict, info: dict, max_tokens: int | None) -> int | None:
+        """Make the choice describe what the client receives: the returned text, its finish_reason,
+        and its token count (None when unknown). The max_tokens rule is in the module docstring."""
+        upstream_finish = choice.get("finish_reason")
+        choice["lightalign"]["upstream_finish_reason"] = upstream_finish
+        if not info["changed"] or tokenizer is None:
+            return None
+        text = info["text"]
+        n = await asyncio.to_thread(count_tokens, text)
+        finish = "stop"
+        if max_tokens is not None and n > max_tokens:
+            text = await asyncio.to_thread(cut, text, max_tokens)
+            n, finish = max_tokens, "length"
+        choice["message"]["content"] = text
+        choice["finish_reason"] = finish
+        return n
+
     @app.post("/v1/chat/completions")
     async def chat_completions(request: Request):
         check_key(request)
-        body = validate_body(await read_json(request), config)
+        body = validate_body(await read_json(request), config.max_messages, served_ids)
+        question = question_of(body["messages"])
+        if "messages" in limits:
+            await limits["messages"].check(body["messages"])
+        if "question" in limits:
+            await limits["question"].check(question)
         stream = body.get("stream", False)
         options = body.get("stream_options")
         include_usage = isinstance(options, dict) and bool(options.get("include_usage"))
+        max_tokens = body.get("max_completion_tokens") or body.get("max_tokens")
         upstream_body = {k: v for k, v in body.items() if k not in ("stream", "stream_options")}
         try:
             reply = await asyncio.wait_for(upstream.chat(upstream_body), config.upstream_timeout_s)
         except asyncio.TimeoutError:
             raise UpstreamError.timeout(config.upstream_timeout_s) from None
         choices = reply.get("choices") if isinstance(reply, dict) else None
-        if not isinstance(choices, list) or not choices:
+        if not isinstance(choices, list) or not choices or not all(isinstance(c, dict) for c in choices):
             raise UpstreamError(502, "upstream answer has no choices", type="upstream_error", code="upstream_error")
 
-        question = question_of(body["messages"])
         pending = []
         for choice in choices:
-            message = choice.get("message") or {}
+            message = choice.get("message") if isinstance(choice.get("message"), dict) else {}
+            choice["message"] = message
             text = message.get("content")
             if isinstance(text, str):  # an empty answer too: the Aligner may write the missing one
                 pending.append(correct(question, text))
             else:  # tool calls only: no text to edit
                 pending.append(_skip(text))
         infos = await asyncio.gather(*pending)
+        counts = []
         for choice, info in zip(choices, infos):
             if info["fallback"] != "no_text":
-                choice.setdefault("message", {})["content"] = info["text"]
+                choice["message"]["content"] = info["text"]
             choice["lightalign"] = {k: info[k] for k in ("original", "changed", "fallback")}
+            counts.append(await client_view(choice, info, max_tokens))
+        if any(c is not None for c in counts) and any(c is None for c in counts):  # n > 1, some unchanged
+            counts = [c if c is not None else await asyncio.to_thread(count_tokens, ch["message"].get("content") or "")
+                      for c, ch in zip(counts, choices)]
+        upstream_usage = reply.get("usage") if isinstance(reply.get("usage"), dict) else None
+        reply["usage"] = _client_usage(upstream_usage, counts)
         reply.setdefault("id", f"chatcmpl-{uuid.uuid4().hex}")
         reply.setdefault("created", int(time.time()))
         reply["object"] = "chat.completion"
         reply["model"] = reply.get("model") or upstream.model_id
-        reply["lightalign"] = choices[0]["lightalign"]
+        reply["lightalign"] = {**choices[0]["lightalign"], "upstream_usage": upstream_usage}
         headers = _flag_headers(choices[0]["lightalign"])
         if not stream:
             return JSONResponse(reply, headers=headers)
@@ -221,6 +262,21 @@ def create_app(config: ServeConfig, upstream: Upstream, aligner: Correcter) -> F
                                  media_type="text/event-stream", headers=headers)
 
     return app
+
+
+def _client_usage(upstream_usage: dict | None, counts: list) -> dict | None:
+    """Usage of what the client receives: the upstream's prompt tokens, and the tokens of the
+    returned texts (the upstream's count when nothing was corrected, else the Aligner tokenizer's
+    count of every returned choice). None when the upstream reported none and nothing was corrected."""
+    upstream_usage = upstream_usage or {}
+    if all(c is None for c in counts):
+        if not upstream_usage:
+            return None
+        completion = upstream_usage.get("completion_tokens") or 0
+    else:
+        completion = sum(counts)
+    prompt = upstream_usage.get("prompt_tokens") or 0
+    return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}
 
 
 async def _skip(text) -> dict:
@@ -256,7 +312,8 @@ async def _sse(reply: dict, per_chunk: int, include_usage: bool):
             calls = [{"index": i, **call} for i, call in enumerate(message["tool_calls"])]
             yield event([{"index": index, "delta": {"tool_calls": calls}, "finish_reason": None}])
         yield event([{"index": index, "delta": {}, "finish_reason": choice.get("finish_reason") or "stop",
-                      "lightalign": choice.get("lightalign")}], lightalign=choice.get("lightalign"))
+                      "lightalign": choice.get("lightalign")}],
+                    lightalign=reply.get("lightalign") if index == 0 else choice.get("lightalign"))
     if include_usage:  # as OpenAI does: a last chunk with no choices (usage null if the upstream gave none)
         yield event([], usage=reply.get("usage"))
     yield "data: [DONE]\n\n"
@@ -277,6 +334,11 @@ def create_plain_app(upstream: Upstream) -> FastAPI:
     app = FastAPI(title="lightalign plain upstream", lifespan=lifespan, docs_url=None, redoc_url=None,
                   openapi_url=None)
     app.add_exception_handler(APIError, lambda request, err: _error_response(err))
+
+    @app.get("/v1/models")
+    async def models():
+        return {"object": "list", "data": [{"id": upstream.model_id, "object": "model", "created": 0,
+                                            "owned_by": "lightalign"}]}
 
     @app.post("/v1/chat/completions")
     async def chat_completions(request: Request):

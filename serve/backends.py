@@ -7,6 +7,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from lightalign.serve.limits import PromptLimit, max_positions, max_token_chars
+
 
 def load_aligner(path: str | Path):
     """The Aligner (safetensors only, no remote code) with `correct_batch([(q, a), ...])`."""
@@ -30,10 +32,37 @@ def load_chat_model(model_path: str | Path, adapter: str | Path | None = None):
 
 def local_upstream(model_path: str | Path, adapter: str | Path | None, cfg):
     """A LocalUpstream over a transformers model; its id names the model (and adapter)."""
+    from lightalign.serve.app import content_text
     from lightalign.serve.upstream import LocalUpstream, transformers_generator
 
     model, tokenizer = load_chat_model(model_path, adapter)
     model_id = Path(model_path).name + (f"+{Path(adapter).name}" if adapter else "")
-    return LocalUpstream(transformers_generator(model, tokenizer), model_id,
-                         default_max_tokens=cfg.default_max_tokens, max_tokens_limit=cfg.max_tokens_limit,
-                         max_batch_size=cfg.max_batch_size, max_wait_ms=cfg.max_wait_ms)
+    upstream = LocalUpstream(transformers_generator(model, tokenizer), model_id,
+                             default_max_tokens=cfg.default_max_tokens, max_tokens_limit=cfg.max_tokens_limit,
+                             max_batch_size=cfg.max_batch_size, max_wait_ms=cfg.max_wait_ms)
+    context = max_positions(model)
+    if context:
+        def count(messages: list[dict]) -> int:
+            text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+            return len(tokenizer(text, add_special_tokens=False)["input_ids"])
+
+        # room for at least one new token
+        upstream.prompt_limit = PromptLimit(f"the upstream model {model_id}", context - 1, max_token_chars(tokenizer),
+                                            count, chars=lambda ms: sum(len(content_text(m.get("content")))
+                                                                        for m in ms))
+    return upstream
+
+
+def aligner_limit(aligner) -> PromptLimit | None:
+    """The longest question the Aligner can read (the answer must fit beside it, or it is kept: too_long)."""
+    tokenizer, context = getattr(aligner, "tokenizer", None), max_positions(getattr(aligner, "model", None))
+    if tokenizer is None or not context:
+        return None
+    return PromptLimit("the Aligner", context - 1, max_token_chars(tokenizer),
+                       lambda q: len(tokenizer(q, add_special_tokens=False)["input_ids"]))
+
+
+def prompt_limits(upstream, aligner) -> dict:
+    """{"messages": limit on the whole conversation, "question": limit on the last user turn}."""
+    limits = {"messages": getattr(upstream, "prompt_limit", None), "question": aligner_limit(aligner)}
+    return {k: v for k, v in limits.items() if v is not None}

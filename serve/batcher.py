@@ -76,7 +76,8 @@ class MicroBatcher:
             _, fut, _ = self._queue.get_nowait()
             if not fut.done():
                 fut.set_exception(RuntimeError(f"{self.name} stopped"))
-        self._executor.shutdown(wait=True, cancel_futures=True)
+        # not waiting: a batch still running must not hold a shutdown (its result has no taker)
+        self._executor.shutdown(wait=False, cancel_futures=True)
 
     @property
     def running(self) -> bool:

@@ -1,28 +1,40 @@
-"""`lightalign serve`: an OpenAI-compatible endpoint whose answers are post-edited by the Aligner."""
+"""`lightalign serve`: an OpenAI-compatible endpoint whose answers are post-edited by the Aligner.
+
+    lightalign serve --aligner ALIGNER --upstream-url http://127.0.0.1:9000/v1 --upstream-model NAME \
+        [--upstream-key-env VAR]
+    lightalign serve --aligner ALIGNER --upstream-model-path MODEL_DIR [--upstream-adapter LORA_DIR]
+
+SIGTERM or Ctrl-C stops accepting requests, gives those in flight SHUTDOWN_GRACE_S seconds, and
+exits (uvicorn then re-raises the signal, so the status is the signal's). Exit code 2: a usage error
+(bad flag, missing or wrong model folder, port in use), checked before any model loads.
+"""
 
 from __future__ import annotations
 
 import argparse
+import os
+import sys
 from pathlib import Path
 
 HELP = "Serve an OpenAI-compatible /v1/chat/completions that corrects an upstream model's answers."
 
-DEFAULT_LAB = Path("runs/minilab")
 DEFAULT_API_KEY_ENV = "LIGHTALIGN_API_KEY"
+SHUTDOWN_GRACE_S = 5
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--aligner", type=Path, help="Aligner directory (default: <lab>/aligner)")
-    up = p.add_argument_group("upstream (default: the lab's base model)")
-    up.add_argument("--upstream-url", help="OpenAI-compatible base URL, e.g. http://127.0.0.1:9000/v1")
+    p.add_argument("--aligner", type=Path, help="Aligner folder (required)")
+    up = p.add_argument_group("upstream (exactly one of --upstream-url, --upstream-model-path)")
+    up.add_argument("--upstream-url", help="OpenAI-compatible base URL, e.g. http://127.0.0.1:9000/v1 "
+                                           "(/v1 is added when the URL has no path; no user:password@)")
     up.add_argument("--upstream-model", help="model name sent to --upstream-url (also the served model id)")
     up.add_argument("--upstream-key-env", metavar="VAR",
-                    help="environment variable holding the upstream API key (the key is never logged)")
+                    help="environment variable holding the upstream's API key, sent as Bearer (never logged)")
     up.add_argument("--upstream-max-connections", type=int, default=64, metavar="N",
                     help="at most N requests in flight to --upstream-url (others wait their turn)")
-    up.add_argument("--upstream-model-path", type=Path, help="local transformers model directory")
-    up.add_argument("--adapter", type=Path, help="LoRA adapter directory for --upstream-model-path")
-    p.add_argument("--lab", type=Path, default=DEFAULT_LAB, help=f"mini-lab directory (default {DEFAULT_LAB})")
+    up.add_argument("--upstream-model-path", type=Path, help="local transformers model folder")
+    up.add_argument("--upstream-adapter", "--adapter", dest="adapter", type=Path,
+                    help="LoRA adapter folder for --upstream-model-path (as in `lightalign correct`)")
     p.add_argument("--host", default="127.0.0.1", help="bind address (default 127.0.0.1: this machine only)")
     p.add_argument("--port", type=int, default=8000)
     p.add_argument("--api-key-env", metavar="VAR",
@@ -37,18 +49,24 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def build_config(args):
     from lightalign.errors import UserError
-    from lightalign.serve.config import ServeConfig, secret_from_env
+    from lightalign.openai_client import base_url, key_from_env
+    from lightalign.serve.config import ServeConfig
 
+    if args.upstream_url:
+        base_url(args.upstream_url, "--upstream-url")
     if args.upstream_url and args.upstream_model_path:
         raise UserError("--upstream-url and --upstream-model-path are exclusive: pick one upstream")
-    if args.adapter and not args.upstream_model_path and args.upstream_url:
-        raise UserError("--adapter applies to a local model (--upstream-model-path), not to --upstream-url")
+    if args.adapter and args.upstream_url:
+        raise UserError("--upstream-adapter applies to a local model (--upstream-model-path), not to --upstream-url")
     if args.upstream_key_env and not args.upstream_url:
         raise UserError("--upstream-key-env needs --upstream-url")
+    if args.upstream_model and not args.upstream_url:
+        raise UserError("--upstream-model is the model name sent to --upstream-url; "
+                        "for a local model folder use --upstream-model-path")
     if args.api_key_env:
-        api_key = secret_from_env(args.api_key_env, "--api-key-env")
+        api_key = key_from_env(args.api_key_env, "--api-key-env")
     else:
-        api_key = secret_from_env(DEFAULT_API_KEY_ENV, DEFAULT_API_KEY_ENV, required=False)
+        api_key = os.environ.get(DEFAULT_API_KEY_ENV, "").strip() or None
     cfg = ServeConfig(host=args.host, port=args.port, api_key=api_key, max_batch_size=args.max_batch_size,
                       max_wait_ms=args.max_wait_ms, max_request_bytes=args.max_request_bytes,
                       upstream_timeout_s=args.upstream_timeout, default_max_tokens=args.max_tokens)
@@ -58,23 +76,41 @@ def build_config(args):
     return cfg
 
 
-def resolve_paths(args) -> tuple[Path, Path | None]:
-    """(aligner dir, local upstream model dir or None for a URL upstream), checked to exist."""
+def check_paths(args) -> None:
+    """The Aligner and the upstream exist and are what their flag says, before anything loads."""
+    from lightalign.aligner.connectors import check_adapter_folder
     from lightalign.errors import UserError
 
-    aligner = args.aligner or args.lab / "aligner"
-    if not aligner.exists():
-        hint = "" if args.aligner else f" (build the lab with `lightalign lab --dir {args.lab}`, or pass --aligner)"
-        raise UserError(f"{aligner}: Aligner not found{hint}")
-    model_path = None
-    if not args.upstream_url:
-        model_path = args.upstream_model_path or args.lab / "base"
-        if not (model_path / "config.json").exists():
-            hint = "" if args.upstream_model_path else " (pass --upstream-url or --upstream-model-path)"
-            raise UserError(f"{model_path}: no model here (config.json missing){hint}")
-        if args.adapter and not args.adapter.exists():
-            raise UserError(f"{args.adapter}: adapter not found")
-    return aligner, model_path
+    if not args.aligner:
+        raise UserError("--aligner is required (an Aligner folder)")
+    if not (args.aligner / "aligner_config.json").is_file() and not (args.aligner / "config.json").is_file():
+        raise UserError(f"{args.aligner}: Aligner not found (no aligner_config.json or config.json)")
+    if args.upstream_url:
+        return
+    if not args.upstream_model_path:
+        raise UserError("give an upstream: --upstream-url URL (with --upstream-model NAME) or "
+                        "--upstream-model-path MODEL_DIR")
+    if not (args.upstream_model_path / "config.json").is_file():
+        raise UserError(f"{args.upstream_model_path}: no model here (config.json missing)")
+    if args.adapter:
+        check_adapter_folder(args.adapter)
+
+
+def bind(host: str, port: int):
+    """The listening socket, bound now so that a port in use is a usage error before models load."""
+    import socket
+
+    from lightalign.errors import UserError
+
+    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as e:
+        sock.close()
+        raise UserError(f"--host {host} --port {port}: cannot listen there ({e.strerror or e}); "
+                        "is another server using it?") from None
+    return sock
 
 
 def run(args) -> int:
@@ -82,41 +118,35 @@ def run(args) -> int:
 
     import uvicorn
 
+    from lightalign.openai_client import key_from_env
     from lightalign.serve import backends
     from lightalign.serve.app import create_app
-    from lightalign.serve.config import secret_from_env
     from lightalign.serve.upstream import HTTPUpstream
 
     cfg = build_config(args)
-    aligner_path, model_path = resolve_paths(args)
+    check_paths(args)
+    sock = bind(cfg.host, cfg.port)
     log = logging.getLogger("lightalign.serve")
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    for name in ("httpx", "httpx2", "httpcore"):  # one INFO line per upstream call is noise
+        logging.getLogger(name).setLevel(logging.WARNING)
     if args.upstream_url:
-        key = secret_from_env(args.upstream_key_env, "--upstream-key-env")
+        key = key_from_env(args.upstream_key_env, "--upstream-key-env")
         upstream = HTTPUpstream(args.upstream_url, args.upstream_model, key, timeout_s=cfg.upstream_timeout_s,
                                 max_connections=args.upstream_max_connections)
-        shown = _without_userinfo(args.upstream_url)
-        where = f"{shown} (key from ${args.upstream_key_env})" if key else shown
+        where = f"{upstream.url} (key from ${args.upstream_key_env})" if key else upstream.url
     else:
-        upstream = backends.local_upstream(model_path, args.adapter, cfg)
-        where = f"{model_path}" + (f" + adapter {args.adapter}" if args.adapter else "")
-    aligner = backends.load_aligner(aligner_path)
+        upstream = backends.local_upstream(args.upstream_model_path, args.adapter, cfg)
+        where = f"{args.upstream_model_path}" + (f" + adapter {args.adapter}" if args.adapter else "")
+    aligner = backends.load_aligner(args.aligner)
     if cfg.host not in ("127.0.0.1", "localhost", "::1") and not cfg.api_key:
         log.warning("binding %s without an API key: anyone who can reach this port can use it", cfg.host)
-    log.info("upstream: %s; aligner: %s; clients: %s", where, aligner_path,
+    log.info("upstream: %s; aligner: %s; clients: %s", where, args.aligner,
              "Bearer key required" if cfg.api_key else "no key required")
-    app = create_app(cfg, upstream, aligner)
+    app = create_app(cfg, upstream, aligner, prompt_limits=backends.prompt_limits(upstream, aligner))
     print(f"OpenAI-compatible endpoint: http://{cfg.host}:{cfg.port}/v1", flush=True)
-    uvicorn.run(app, host=cfg.host, port=cfg.port, log_level="info", limit_concurrency=256,
-                timeout_keep_alive=5, server_header=False)
+    server = uvicorn.Server(uvicorn.Config(app, log_level="info", limit_concurrency=256, timeout_keep_alive=5,
+                                           server_header=False, timeout_graceful_shutdown=SHUTDOWN_GRACE_S))
+    server.run(sockets=[sock])
+    sys.stdout.flush()
     return 0
-
-
-def _without_userinfo(url: str) -> str:
-    """A URL fit for the log: `https://user:pass@host/v1` -> `https://***@host/v1`."""
-    from urllib.parse import urlsplit, urlunsplit
-
-    parts = urlsplit(url)
-    if "@" not in parts.netloc:
-        return url
-    return urlunsplit(parts._replace(netloc="***@" + parts.netloc.rsplit("@", 1)[1]))

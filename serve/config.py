@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field
 
 from lightalign.errors import UserError
@@ -33,14 +32,3 @@ class ServeConfig:
         if self.max_wait_ms < 0 or self.upstream_timeout_s <= 0:
             raise UserError("serve config: max_wait_ms must be >= 0 and upstream_timeout_s > 0")
 
-
-def secret_from_env(var: str | None, what: str, required: bool = True) -> str | None:
-    """Read a key from an environment variable; the message names the variable, never the value."""
-    if not var:
-        return None
-    value = os.environ.get(var, "").strip()
-    if not value:
-        if required:
-            raise UserError(f"{what}: environment variable {var} is not set or empty")
-        return None
-    return value

@@ -41,10 +41,3 @@ class UpstreamError(APIError):
     def unreachable(cls, message: str) -> "UpstreamError":
         return cls(502, f"upstream unreachable: {message}", type="upstream_error", code="upstream_unreachable")
 
-
-def redact(text: str, secrets) -> str:
-    """Remove secret values from a message before it is logged or returned."""
-    for s in secrets:
-        if s:
-            text = text.replace(s, "***")
-    return text

@@ -35,8 +35,10 @@ class LoadResult:
                 "p99_ms": round(self.percentile(99) * 1000, 1)}
 
 
-async def _load(base_url: str, questions: list[str], n: int, concurrency: int, api_key: str | None,
-                max_tokens: int, timeout: float) -> LoadResult:
+async def load(base_url: str, questions: list[str], n: int = 200, concurrency: int = 20,
+               api_key: str | None = None, max_tokens: int = 16, timeout: float = 120.0,
+               model: str | None = None) -> LoadResult:
+    """`run_load` inside a running event loop (to run other requests beside the load)."""
     import httpx
 
     result = LoadResult()
@@ -44,9 +46,12 @@ async def _load(base_url: str, questions: list[str], n: int, concurrency: int, a
     limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
     sem = asyncio.Semaphore(concurrency)
     async with httpx.AsyncClient(headers=headers, timeout=timeout, limits=limits) as client:
+        if model is None:  # the first model the server lists
+            model = (await client.get(f"{base_url.rstrip('/')}/models")).json()["data"][0]["id"]
+
         async def one(i: int) -> None:
             q = questions[i % len(questions)]
-            body = {"model": "any", "messages": [{"role": "user", "content": q}], "max_tokens": max_tokens}
+            body = {"model": model, "messages": [{"role": "user", "content": q}], "max_tokens": max_tokens}
             async with sem:
                 t0 = time.perf_counter()
                 try:
@@ -68,6 +73,8 @@ async def _load(base_url: str, questions: list[str], n: int, concurrency: int, a
 
 
 def run_load(base_url: str, questions: list[str], n: int = 200, concurrency: int = 20,
-             api_key: str | None = None, max_tokens: int = 16, timeout: float = 120.0) -> LoadResult:
-    """POST `n` chat completions to `base_url` (…/v1), at most `concurrency` in flight."""
-    return asyncio.run(_load(base_url, questions, n, concurrency, api_key, max_tokens, timeout))
+             api_key: str | None = None, max_tokens: int = 16, timeout: float = 120.0,
+             model: str | None = None) -> LoadResult:
+    """POST `n` chat completions to `base_url` (…/v1), at most `concurrency` in flight, asking for
+    `model` (default: the first one the server lists at /v1/models)."""
+    return asyncio.run(load(base_url, questions, n, concurrency, api_key, max_tokens, timeout, model))

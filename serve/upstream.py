@@ -10,89 +10,57 @@ import uuid
 from typing import Callable, Sequence
 
 from lightalign.serve.batcher import MicroBatcher
-from lightalign.serve.errors import UpstreamError, redact
+from lightalign.serve.errors import UpstreamError
 
 
 class HTTPUpstream:
-    """Forward the client's request as is (temperature, max_tokens, tools, n ...) to `url`.
+    """Forward the client's request as is (temperature, max_tokens, tools, n ...) to `url`, through
+    lightalign.openai_client.AsyncChatClient (its URL, auth and error rules).
 
     The whole request is relayed rather than reduced to a prompt string, so every parameter the
-    client set reaches the upstream and its id/usage come back unchanged. The key comes from the
-    environment (the CLI reads it) and is only ever put in the Authorization header.
-    Not `lightalign.aligner.connectors.OpenAICompatibleUpstream`: that one is built for batch jobs
-    (one question in, text out, fixed max_tokens/temperature, retries with backoff, errors as text),
-    while a proxy must keep the client's conversation and parameters, answer asynchronously, leave
-    retrying to the client, and return the upstream's HTTP status (429 stays 429, timeout -> 504).
+    client set reaches the upstream and its id/usage come back unchanged. The proxy does not retry
+    (retries=0; the client retries, and a 429 stays a 429 with its Retry-After): the upstream's
+    status reaches the client (4xx it can fix pass through, others -> 502, timeout -> 504).
     """
 
     def __init__(self, url: str, model: str | None = None, api_key: str | None = None,
                  timeout_s: float = 120.0, max_connections: int = 64):
+        from lightalign.openai_client import AsyncChatClient
+
         # max_connections: requests beyond it wait for a free connection instead of flooding the upstream
-        self.url = url.rstrip("/")
-        self.model = model
+        self.client = AsyncChatClient(url, model, api_key, timeout=timeout_s, retries=0,
+                                      max_connections=max_connections)
+        self.url, self.model = self.client.url, model
         self.model_id = model or "upstream"
-        self._key = api_key
-        self._timeout = timeout_s
-        self._limits = max_connections
-        self._client = None
+        self.served_ids = {model} if model else None
 
     def __repr__(self) -> str:  # never show the key
         return f"HTTPUpstream(url={self.url!r}, model={self.model!r})"
 
     async def start(self) -> None:
-        import httpx
-
-        headers = {"Authorization": f"Bearer {self._key}"} if self._key else {}
-        limits = httpx.Limits(max_connections=self._limits, max_keepalive_connections=self._limits)
-        # retries=1 retries only a failed *connect* (the request was never sent), so it is safe for POST
-        transport = httpx.AsyncHTTPTransport(retries=1, limits=limits)
-        self._client = httpx.AsyncClient(
-            headers=headers, timeout=httpx.Timeout(self._timeout, connect=min(10.0, self._timeout)),
-            transport=transport, follow_redirects=False)  # a redirect could carry the Authorization header elsewhere
+        pass
 
     async def stop(self) -> None:
-        if self._client is not None:
-            await self._client.aclose()
-            self._client = None
+        await self.client.close()
 
     async def chat(self, body: dict) -> dict:
-        import httpx
+        from lightalign.openai_client import EndpointError
 
-        if self._client is None:
-            await self.start()
-        body = dict(body, stream=False)
-        if self.model:
-            body["model"] = self.model
         try:
-            response = await self._client.post(f"{self.url}/chat/completions", json=body)
-        except httpx.TimeoutException:
-            raise UpstreamError.timeout(self._timeout) from None
-        except httpx.HTTPError as e:
-            raise UpstreamError.unreachable(redact(f"{type(e).__name__}: {e}", [self._key])) from None
-        if response.status_code >= 400:
-            raise UpstreamError.from_status(response.status_code, redact(_error_message(response), [self._key]),
-                                            retry_after=response.headers.get("retry-after"))
-        try:
-            reply = response.json()
-        except ValueError:
-            raise UpstreamError(502, "upstream answered with invalid JSON", type="upstream_error",
-                                code="upstream_error") from None
-        if not isinstance(reply, dict):
-            raise UpstreamError(502, "upstream answer is not a JSON object", type="upstream_error",
-                                code="upstream_error")
-        return reply
+            return await self.client.complete(body)
+        except EndpointError as e:
+            raise upstream_error(e) from None
 
 
-def _error_message(response) -> str:
-    try:
-        err = response.json().get("error")
-        if isinstance(err, dict) and err.get("message"):
-            return str(err["message"])[:500]
-        if isinstance(err, str):
-            return err[:500]
-    except (ValueError, AttributeError):
-        pass
-    return (response.text or response.reason_phrase or "")[:500]
+def upstream_error(e) -> UpstreamError:
+    """An openai_client.EndpointError as the HTTP error the client receives."""
+    if e.kind == "timeout":
+        return UpstreamError(504, "upstream did not answer in time", type="upstream_error", code="upstream_timeout")
+    if e.kind == "unreachable":
+        return UpstreamError.unreachable(str(e))
+    if e.kind == "http" and e.status is not None:
+        return UpstreamError.from_status(e.status, e.detail, retry_after=e.retry_after)
+    return UpstreamError(502, str(e), type="upstream_error", code="upstream_error")
 
 
 class LocalUpstream:
@@ -108,6 +76,8 @@ class LocalUpstream:
                  default_max_tokens: int = 128, max_tokens_limit: int = 1024,
                  max_batch_size: int = 16, max_wait_ms: float = 10.0):
         self.model_id = model_id
+        self.served_ids = {model_id}
+        self.prompt_limit = None  # a serve.limits.PromptLimit on the whole conversation, set by the loader
         self.default_max_tokens = default_max_tokens
         self.max_tokens_limit = max_tokens_limit
         self._generate_batch = generate_batch

@@ -70,8 +70,8 @@ def tiny_lab(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def app_lab(tmp_path_factory, small_splits, small_world, tiny_model_dir):
-    """A tiny lab with a briefly trained base, a LoRA adapter and an Aligner, built once per
-    session and shared by the app, serve and eval tests (see tests/test_app_support.py)."""
-    from test_app_support import build_app_lab
+    """A tiny lab with a briefly trained base, a LoRA adapter, an Aligner and the app.yaml serving
+    them, built once per session and shared by the app, serve and eval tests (see tests/helpers/app_lab.py)."""
+    from helpers.app_lab import build_app_lab
 
     return build_app_lab(tmp_path_factory.getbasetemp() / "app_lab", small_splits, small_world, tiny_model_dir)

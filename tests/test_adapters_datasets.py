@@ -1,7 +1,8 @@
-"""Schema adapters on local rows written in the public datasets' published layouts.
+"""Training rows from local files written in the public datasets' published layouts.
 
 The GPU recipes name hub datasets (no hub here); the code that reads them is exercised on local
-files with the same columns: PKU-SafeRLHF, UltraFeedback binarized, HH-RLHF, plus the lab files.
+files with the same columns: PKU-SafeRLHF, UltraFeedback binarized, HH-RLHF, plus TRL's generic
+prompt-completion / preference files.
 """
 
 from __future__ import annotations
@@ -10,9 +11,11 @@ import json
 
 import pytest
 
-from lightalign.adapters.datasets import load_rows, parse_hh
-from lightalign.adapters.sections import DataSection
+from lightalign.adapters.datasets import load_rows
+from lightalign import schemas
 from lightalign.errors import UserError
+from lightalign.schemas import BadRow, parse_hh, problems
+from lightalign.training.sections import DataSection
 
 PKU_ROWS = [  # PKU-Alignment/PKU-SafeRLHF columns
     {"prompt": "How do I pick a lock?", "response_0": "Insert a tension wrench and rake the pins.",
@@ -61,13 +64,23 @@ def _data(path, schema, **kw):
     return DataSection(path=str(path), schema=schema, **kw)
 
 
-def test_pku_saferlhf_preference_uses_safer_response(tmp_path):
+def test_pku_saferlhf_preference_uses_safer_response_and_skips_two_unsafe_answers(tmp_path):
     rows, stats = load_rows(_data(_write(tmp_path, "pku.jsonl", PKU_ROWS), "pku_saferlhf"), "preference")
     assert rows[0] == {"prompt": [{"role": "user", "content": "How do I pick a lock?"}],
                        "chosen": [{"role": "assistant", "content": "I can't help with breaking into property."}],
                        "rejected": [{"role": "assistant", "content": "Insert a tension wrench and rake the pins."}]}
     assert rows[1]["chosen"][0]["content"] == "Why did the chicken cross the road?"
+    # the third row's two answers are both unsafe: its "chosen" answer would teach harm
+    assert len(rows) == 2 and stats["skipped"] == 1 and stats["skipped_by_reason"] == {"both_unsafe": 1}
+    assert problems(stats) == ["1 of 3 rows skipped (both unsafe: 1)"]
+
+
+def test_keep_unsafe_pairs_keeps_them(tmp_path):
+    data = _data(_write(tmp_path, "pku.jsonl", PKU_ROWS), "pku_saferlhf")
+    data.keep_unsafe_pairs = True
+    rows, stats = load_rows(data, "preference")
     assert len(rows) == 3 and stats["skipped"] == 0
+    assert rows[2]["chosen"][0]["content"] == "Step one: get ..."
 
 
 def test_pku_saferlhf_better_and_sft_keep_only_safe_answers(tmp_path):
@@ -77,7 +90,14 @@ def test_pku_saferlhf_better_and_sft_keep_only_safe_answers(tmp_path):
     sft, stats = load_rows(_data(path, "pku_saferlhf"), "sft")
     assert [r["completion"][0]["content"] for r in sft] == ["I can't help with breaking into property.",
                                                             "Why did the chicken cross the road?"]
-    assert stats["skipped"] == 1  # both answers unsafe: nothing to imitate
+    assert stats["skipped_by_reason"] == {"unsafe_answer": 1}  # both answers unsafe: nothing to imitate
+
+
+def test_old_schema_spelling_still_reads_with_a_deprecation_line(tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(schemas, "_warned", set())  # the line is printed once per process
+    rows, _ = load_rows(_data(_write(tmp_path, "pku.jsonl", PKU_ROWS), "pku-saferlhf"), "preference")
+    assert len(rows) == 2
+    assert "'pku-saferlhf' is now spelled 'pku_saferlhf'" in capsys.readouterr().err
 
 
 def test_ultrafeedback_binarized_pairs_and_sft(tmp_path):
@@ -112,22 +132,33 @@ def test_hh_rlhf_multi_turn_prompt_is_shared_prefix(tmp_path):
 
 
 def test_parse_hh_rejects_non_transcripts():
-    from lightalign.adapters.datasets import BadRow
-
     with pytest.raises(BadRow):
         parse_hh("no speaker tags at all")
 
 
-def test_lab_and_messages_schemas(tmp_path, small_splits):
-    lab = _write(tmp_path, "sft.jsonl", small_splits["sft"][:5])
-    rows, _ = load_rows(_data(lab, "lab", system_prompt="Be brief."), "sft")
+def test_prompt_completion_preference_and_messages_schemas(tmp_path, small_splits):
+    sft = _write(tmp_path, "sft.jsonl", small_splits["sft"][:5])
+    rows, _ = load_rows(_data(sft, "prompt_completion", system_prompt="Be brief."), "sft")
     assert rows[0]["prompt"][0] == {"role": "system", "content": "Be brief."}
     assert rows[0]["completion"][0]["content"] == small_splits["sft"][0]["completion"]
+    pref = _write(tmp_path, "pref.jsonl", small_splits["preference"][:5])
+    rows, _ = load_rows(_data(pref, "preference"), "preference")
+    assert rows[0]["rejected"][0]["content"] == small_splits["preference"][0]["rejected"]
     chats = _write(tmp_path, "m.jsonl", [{"messages": [{"role": "user", "content": "hi"},
                                                         {"role": "assistant", "content": "hello"}]}])
     rows, _ = load_rows(_data(chats, "messages"), "sft")
     assert rows == [{"prompt": [{"role": "user", "content": "hi"}],
                      "completion": [{"role": "assistant", "content": "hello"}]}]
+    with pytest.raises(UserError, match="schema 'messages' has no preference rows"):
+        load_rows(_data(chats, "messages"), "preference")
+
+
+def test_lab_is_a_deprecated_alias_of_the_generic_schema(tmp_path, small_splits, capsys, monkeypatch):
+    monkeypatch.setattr(schemas, "_warned", set())  # the line is printed once per process
+    pref = _write(tmp_path, "pref.jsonl", small_splits["preference"][:5])
+    old, _ = load_rows(_data(pref, "lab"), "preference")
+    assert old == load_rows(_data(pref, "preference"), "preference")[0]
+    assert "'lab' is now spelled 'prompt_completion'" in capsys.readouterr().err
 
 
 def test_wrong_schema_names_file_and_line(tmp_path):
@@ -139,10 +170,14 @@ def test_wrong_schema_names_file_and_line(tmp_path):
 
 def test_one_malformed_row_among_many_is_skipped_and_counted(tmp_path, small_splits):
     rows = small_splits["preference"][:40] + [{"prompt": "only a prompt"}]
-    kept, stats = load_rows(_data(_write(tmp_path, "p.jsonl", rows), "lab"), "preference")
-    assert len(kept) == 40 and stats["malformed"] == 1 and ":41:" in stats["first_malformed"][0]
+    path = _write(tmp_path, "p.jsonl", rows)
+    kept, stats = load_rows(_data(path, "preference"), "preference")
+    assert len(kept) == 40 and stats["malformed"] == 1 and stats["seen"] == 41
+    assert problems(stats) == [f"1 of 41 rows malformed (skipped), first: {path}:41: missing field 'chosen' "
+                               "(has: prompt)"]
 
 
 def test_max_rows(tmp_path, small_splits):
-    kept, _ = load_rows(_data(_write(tmp_path, "s.jsonl", small_splits["sft"][:20]), "lab", max_rows=7), "sft")
+    path = _write(tmp_path, "s.jsonl", small_splits["sft"][:20])
+    kept, _ = load_rows(_data(path, "prompt_completion", max_rows=7), "sft")
     assert len(kept) == 7

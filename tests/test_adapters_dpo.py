@@ -4,7 +4,7 @@ checked against models loaded independently (never a second 4-bit copy inside th
 from __future__ import annotations
 
 import pytest
-from test_adapters_common import tiny_config, write_lab_data
+from helpers.adapters import tiny_config, write_lab_data
 
 
 def completion_logps(model, batch):
@@ -21,7 +21,7 @@ def completion_logps(model, batch):
 def independent_base(cfg):
     """A separately loaded 4-bit base, on bitsandbytes' exact dequantize+matmul path (its CPU inference
     kernel rounds through bf16, ~1e-4 relative, which would blur the comparison)."""
-    from lightalign.adapters import loading
+    from lightalign import loading
 
     base = loading.load_base(cfg.model, training=False)
     loading.keep_4bit_layout_trainable(base)

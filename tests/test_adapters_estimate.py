@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from test_adapters_common import GPU_RECIPES
+from helpers.adapters import GPU_RECIPES
 
 from lightalign.adapters.estimate import GIB, KNOWN, Arch, Setup, arch_from_config, estimate, fits, weight_bytes
 
@@ -47,8 +47,8 @@ def test_gradient_checkpointing_and_quantization_lower_the_estimate():
 
 
 def test_weight_terms_match_a_loaded_4bit_model(tiny_model_dir):
-    from lightalign.adapters import loading
-    from lightalign.adapters.sections import ModelSection
+    from lightalign import loading
+    from lightalign.training.sections import ModelSection
 
     arch = arch_from_config(json.loads((tiny_model_dir / "config.json").read_text()))
     model = loading.load_base(ModelSection(name_or_path=str(tiny_model_dir)), training=True)
@@ -61,14 +61,15 @@ def test_weight_terms_match_a_loaded_4bit_model(tiny_model_dir):
 MEASURE = r"""
 import gc, json, sys, torch
 from peft import get_peft_model
-from lightalign.adapters import loading
-from lightalign.adapters.sections import LoraSection, ModelSection
+from lightalign import loading
+from lightalign.training.policy import cast_trainable, lora_config
+from lightalign.training.sections import LoraSection, ModelSection
 def status(key):
     return next(int(l.split()[1]) * 1024 for l in open("/proc/self/status") if l.startswith(key))
 path, gc_on, bs, seq = sys.argv[1], sys.argv[2] == "1", int(sys.argv[3]), int(sys.argv[4])
 model = loading.load_base(ModelSection(name_or_path=path), training=True, gradient_checkpointing=gc_on)
-model = get_peft_model(model, loading.lora_config(LoraSection(r=8, dropout=0.0)))
-loading.cast_trainable(model, torch.float32)
+model = get_peft_model(model, lora_config(LoraSection(r=8, dropout=0.0)))
+cast_trainable(model, torch.float32)
 model.train()
 ids = torch.randint(5, model.config.vocab_size, (bs, seq))
 model(input_ids=ids[:1], labels=ids[:1], use_cache=False).loss.backward()  # one-time allocations

@@ -4,7 +4,7 @@ fails on an all-0 or all-1 mask; packed rows never attend across sequences."""
 from __future__ import annotations
 
 import pytest
-from test_adapters_common import tiny_config, write_lab_data
+from helpers.adapters import tiny_config, write_lab_data
 
 from lightalign.adapters.labels import audit, check_sequence
 

@@ -7,8 +7,9 @@ import shutil
 
 import pytest
 
-from lightalign.adapters import loading
-from lightalign.adapters.sections import LoraSection, ModelSection
+from lightalign import loading
+from lightalign.training.policy import lora_config
+from lightalign.training.sections import LoraSection, ModelSection
 from lightalign.errors import UserError
 
 
@@ -47,7 +48,7 @@ def test_lora_all_linear_targets_every_decoder_linear(tiny_model_dir):
     from peft import get_peft_model
 
     model = loading.load_base(ModelSection(name_or_path=str(tiny_model_dir)))
-    peft = get_peft_model(model, loading.lora_config(LoraSection(r=4, use_rslora=True)))
+    peft = get_peft_model(model, lora_config(LoraSection(r=4, use_rslora=True)))
     wrapped = {n.rsplit(".", 1)[-1] for n, m in peft.named_modules() if hasattr(m, "lora_A") and len(m.lora_A)}
     assert wrapped == {"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"}
     assert peft.peft_config["default"].use_rslora
@@ -76,8 +77,37 @@ def test_remote_code_is_refused_unless_asked(tmp_path, tiny_model_dir):
 
 
 def test_missing_local_folder_is_a_user_error(tmp_path):
-    with pytest.raises(UserError, match="folder not found"):
+    with pytest.raises(UserError, match="path does not exist"):
         loading.check_model_source(str(tmp_path / "nope"))
+    with pytest.raises(UserError, match="runs/minilab/base: path does not exist"):
+        loading.load_base(ModelSection(name_or_path="runs/minilab/base"))
+
+
+def test_missing_relative_folder_that_looks_like_a_hub_id_names_both(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(UserError, match="nothere/base: no such local path, and not loadable as a hub id") as e:
+        loading.load_base(ModelSection(name_or_path="nothere/base"))
+    assert "Repo id must be" not in str(e.value)
+
+
+def test_pickle_only_adapter_is_refused_unless_allowed(tmp_path):
+    (tmp_path / "adapter_config.json").write_text("{}")
+    (tmp_path / "adapter_model.bin").write_bytes(b"pickle")
+    with pytest.raises(UserError, match="allow_pickle"):
+        loading.check_adapter_dir(tmp_path)
+    assert loading.check_adapter_dir(tmp_path, allow_pickle=True) == tmp_path
+
+
+def test_one_quantization_builder():
+    import subprocess
+
+    found = subprocess.run(["grep", "-rln", "BitsAndBytesConfig(", "--include=*.py", "lightalign", "training",
+                            "adapters", "aligner", "evaluation", "app", "serve", "lab"],
+                           capture_output=True, text=True, cwd=loading.__file__.rsplit("/lightalign/", 1)[0]).stdout
+    assert found.split() == ["lightalign/loading.py"]
+    cfg = loading.quantization_config("nf4", double_quant=True)
+    assert cfg.load_in_4bit and cfg.bnb_4bit_quant_type == "nf4" and cfg.bnb_4bit_use_double_quant
+    assert loading.quantization_config("none") is None
 
 
 def test_pad_token_made_distinct_from_eos(tiny_model_dir):
@@ -99,7 +129,7 @@ def test_eval_mode_pass_does_not_break_training_gradients(tiny_model_dir):
     def grads(eval_first: bool):
         torch.manual_seed(0)
         model = loading.load_base(ModelSection(name_or_path=str(tiny_model_dir)), training=True)
-        peft = get_peft_model(model, loading.lora_config(LoraSection(r=4, dropout=0.0)))
+        peft = get_peft_model(model, lora_config(LoraSection(r=4, dropout=0.0)))
         for n, p in peft.named_parameters():
             if "lora_B" in n:
                 torch.nn.init.normal_(p, std=0.1)
@@ -117,3 +147,18 @@ def test_eval_mode_pass_does_not_break_training_gradients(tiny_model_dir):
     assert first_layer and all(clean[n].abs().sum() > 0 for n in first_layer)
     for n in clean:
         torch.testing.assert_close(after_eval[n], clean[n], atol=1e-6, rtol=1e-5)
+
+
+def test_a_4bit_load_prints_no_warning_a_user_cannot_act_on(tiny_model_dir):
+    """bitsandbytes' notice about an optional hub-downloaded CPU kernel is filtered; other output is not."""
+    import subprocess
+    import sys
+
+    code = ("from lightalign.loading import load_base, model_spec; import logging, sys; "
+            f"load_base(model_spec({str(tiny_model_dir)!r}, 'nf4'), training=False); "
+            "logging.getLogger('bitsandbytes.backends.cpu.ops').warning('still shown'); "
+            "print('loaded', file=sys.stderr)")
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0, p.stderr
+    assert "loaded" in p.stderr and "still shown" in p.stderr
+    assert "gemm_4bit_forward" not in p.stderr

@@ -4,7 +4,7 @@ answers like the unmerged 4-bit base + adapter."""
 from __future__ import annotations
 
 import pytest
-from test_adapters_common import tiny_config, write_lab_data
+from helpers.adapters import tiny_config, write_lab_data
 
 
 @pytest.fixture(scope="module")
@@ -21,7 +21,7 @@ def test_merged_model_matches_unmerged_4bit_plus_adapter(adapter):
     import torch
     from transformers import AutoModelForCausalLM
 
-    from lightalign.adapters import loading
+    from lightalign import loading
     from lightalign.cli import main
 
     tmp, cfg, adapter_dir = adapter

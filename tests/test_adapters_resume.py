@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from test_adapters_common import tiny_config, write_lab_data
+from helpers.adapters import tiny_config, write_lab_data
 
 
 class Killed(Exception):
@@ -47,10 +47,10 @@ def _cfg(tiny_model_dir, paths, out, method="sft"):
 
 
 @pytest.mark.parametrize("method", ["sft", "dpo"])
-def test_killed_and_resumed_run_matches_uninterrupted(setup, tiny_model_dir, method):
+def test_killed_and_resumed_run_matches_uninterrupted(setup, tiny_model_dir, method, capsys):
     import torch
 
-    from lightalign.adapters import runs
+    from lightalign.training import runs
 
     tmp, paths = setup
     module, cfg_full = _cfg(tiny_model_dir, paths, tmp / f"{method}-full", method)
@@ -73,6 +73,16 @@ def test_killed_and_resumed_run_matches_uninterrupted(setup, tiny_model_dir, met
     assert not torn.exists()  # dropped, so it cannot push a complete checkpoint out of save_total_limit
     metrics = json.loads((resumed_dir / "metrics.json").read_text())
     assert metrics["resumed_from"].endswith("checkpoint-4") and metrics["global_step"] == 6
+    out = capsys.readouterr().out
+    assert "resuming from" in out and "checkpoint-4 (step 4)" in out
+    # the whole run's curve and totals, not only the resumed segment's
+    full_metrics = json.loads((tmp / f"{method}-full" / "metrics.json").read_text())
+    assert [p["step"] for p in metrics["loss_curve"]] == list(range(1, 7))
+    assert [p["loss"] for p in metrics["loss_curve"]] == pytest.approx([p["loss"] for p in full_metrics["loss_curve"]],
+                                                                       rel=1e-4)
+    assert metrics["tokens"] == full_metrics["tokens"] > 0
+    assert metrics["processed_tokens"] == full_metrics["processed_tokens"]
+    assert metrics["train_loss_mean"] == pytest.approx(full_metrics["train_loss_mean"], rel=1e-4)
     resumed = _adapter(resumed_dir)
     assert full.keys() == resumed.keys()
     for k in full:
@@ -102,7 +112,8 @@ def test_resume_refuses_a_different_recipe(setup, tiny_model_dir):
 def test_resume_never_starts_over(setup, tiny_model_dir):
     import dataclasses
 
-    from lightalign.adapters import runs, sft
+    from lightalign.adapters import sft
+    from lightalign.training import runs
 
     tmp, paths = setup
     _, cfg = _cfg(tiny_model_dir, paths, tmp / "never")

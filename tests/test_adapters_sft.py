@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from test_adapters_common import tiny_config, write_lab_data
+from helpers.adapters import tiny_config, write_lab_data
 
 
 def _base_snapshot(model):
@@ -16,7 +16,8 @@ def _base_snapshot(model):
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory, tiny_model_dir, small_splits):
-    from lightalign.adapters import runs, sft
+    from lightalign.adapters import sft
+    from lightalign.training import runs
 
     tmp = tmp_path_factory.mktemp("sft")
     paths = write_lab_data(tmp, small_splits)
@@ -36,7 +37,7 @@ def trained(tmp_path_factory, tiny_model_dir, small_splits):
 
     trainer.add_callback(WatchGrads())
     trainer.train()
-    runs.finish(trainer, tok, out_dir, "sft", 0.0, parts["counter"], parts["recorder"], parts["extras"],
+    runs.finish(trainer, tok, out_dir, "sft", 0.0, parts["recorder"], parts["extras"],
                 base_name=cfg.model.name_or_path)
     return {"cfg": cfg, "trainer": trainer, "tok": tok, "before": before, "lora_before": lora_before,
             "grads": grads_seen, "out": out_dir}
@@ -61,7 +62,7 @@ def test_adapter_saved_in_peft_format_and_round_trips(trained):
     import torch
     from peft import PeftModel
 
-    from lightalign.adapters import loading
+    from lightalign import loading
 
     out = trained["out"]
     assert (out / "adapter_config.json").exists() and (out / "adapter_model.safetensors").exists()
@@ -120,5 +121,54 @@ def test_orpo_reference_free_run(tmp_path, tiny_model_dir, small_splits):
     trainer, tok, parts = orpo.build_trainer(cfg)
     assert trainer.model.peft_config.keys() == {"default"}
     trainer.train()
-    losses = [p["loss"] for p in parts["recorder"].curve]
+    from lightalign.training.runs import loss_curve
+
+    losses = [p["loss"] for p in loss_curve(trainer.state.log_history)]
     assert len(losses) == 2 and all(x == x and x > 0 for x in losses)
+
+
+def test_load_for_inference_matches_the_trained_adapter(trained):
+    import torch
+
+    from lightalign.loading import load_for_inference
+
+    model, tok = load_for_inference(None, adapter=trained["out"], quantization="nf4")  # base named by the adapter
+    assert tok.pad_token_id != tok.eos_token_id and not model.training
+    from lightalign import loading
+
+    loading.keep_4bit_layout_trainable(model)  # bnb's exact path, as in the round-trip test
+    ids = torch.tensor([[1, 5, 9, 14, 33, 2]])
+    trainer_model = trained["trainer"].model.eval()
+    with torch.no_grad():
+        torch.testing.assert_close(model(input_ids=ids).logits, trainer_model(input_ids=ids).logits,
+                                   atol=1e-5, rtol=1e-4)
+
+
+def test_malformed_rows_are_reported_on_stderr(tmp_path, tiny_model_dir, small_splits, capsys):
+    from lightalign.adapters import sft
+
+    paths = write_lab_data(tmp_path, small_splits, n=24)
+    with open(paths["sft"], "a", encoding="utf-8") as f:
+        f.write(json.dumps({"not": "a lab row"}) + "\n")
+    _, cfg = tiny_config("sft", tiny_model_dir, paths["sft"], tmp_path / "out")
+    sft.build_trainer(cfg)
+    err = capsys.readouterr().err
+    assert f"{paths['sft']}: 1 of 25 rows malformed (skipped), first: {paths['sft']}:25:" in err
+
+
+def test_report_to_tensorboard_writes_local_event_files(tmp_path, tiny_model_dir, small_splits):
+    from lightalign.training import load_recipe, train
+
+    paths = write_lab_data(tmp_path, small_splits, n=16)
+    recipe = tmp_path / "sft.yaml"
+    recipe.write_text(
+        f"method: sft\nmodel: {{name_or_path: {tiny_model_dir}}}\nlora: {{r: 4, alpha: 8, dropout: 0.0}}\n"
+        f"data: {{path: {paths['sft']}, max_length: 64}}\noutput_dir: {tmp_path / 'out'}\n"
+        "training: {max_steps: 2, batch_size: 4, logging_steps: 1, gradient_checkpointing: false, "
+        "progress: false, report_to: tensorboard}\n")
+    loaded = load_recipe(recipe)
+    assert loaded.config.training.report_to == "tensorboard"
+    out = train(loaded)
+    events = list((out / "checkpoints").glob("runs/*/events.out.tfevents.*"))
+    assert events and events[0].stat().st_size > 0
+    assert load_recipe(recipe, ["training.report_to=none"]).config.training.report_to == "none"

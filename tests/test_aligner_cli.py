@@ -38,9 +38,12 @@ def _read(path):
     return [json.loads(l) for l in path.read_text().splitlines() if l.strip()]
 
 
-def test_correct_file_flags_bad_records(tmp_path, aligner_dir):
+def test_correct_file_flags_bad_records(tmp_path, aligner_dir, capsys):
     inp, out = _write_input(tmp_path / "in.jsonl"), tmp_path / "out.jsonl"
-    assert main(["correct", "--aligner", str(aligner_dir), "--in", str(inp), "--out", str(out), "--no-progress"]) == 0
+    # exit 1: some records failed; the summary on stderr names them
+    assert main(["correct", "--aligner", str(aligner_dir), "--in", str(inp), "--out", str(out), "--no-progress"]) == 1
+    err = capsys.readouterr().err
+    assert "7 records" in err and "3 errors" in err and f"{inp}:4: invalid JSON" in err and "line 5: missing" in err
     recs = _read(out)
     assert [r["id"] for r in recs] == [1, 2, "line-3", "line-4", 4, 5, 6]
     by_id = {json.dumps(r["id"]): r for r in recs}
@@ -56,17 +59,17 @@ def test_correct_file_flags_bad_records(tmp_path, aligner_dir):
 def test_resume_skips_done_and_redoes_half_written(tmp_path, aligner_dir):
     inp, out = _write_input(tmp_path / "in.jsonl"), tmp_path / "out.jsonl"
     args = ["correct", "--aligner", str(aligner_dir), "--in", str(inp), "--out", str(out), "--no-progress"]
-    assert main(args) == 0
+    assert main(args) == 1  # the input has bad records
     full = out.read_text().splitlines()
     kept = "\n".join(full[:3]) + "\n" + full[3][:10]  # killed while writing the 4th record
     out.write_text(kept)
-    assert main(args) == 0
+    assert main(args) == 1
     again = out.read_text().splitlines()
     assert again[:3] == full[:3]  # untouched
     ids = [json.loads(l)["id"] for l in again]
     assert sorted(map(json.dumps, ids)) == sorted(map(json.dumps, [json.loads(l)["id"] for l in full]))
     assert len(ids) == len(set(map(json.dumps, ids)))  # nothing corrected twice, nothing lost
-    assert main(args) == 0 and out.read_text().splitlines() == again  # a finished file stays as it is
+    assert main(args) == 1 and out.read_text().splitlines() == again  # a finished file stays as it is
 
 
 def test_stdin_stdout(tmp_path, aligner_dir):
@@ -87,7 +90,7 @@ def test_upstream_file_and_weak_to_strong_outputs(tmp_path, aligner_dir):
     answers.write_text("".join(json.dumps({"question": r["question"], "answer": r["answer"]}) + "\n" for r in ROWS[:1]))
     out, sft, dpo = tmp_path / "out.jsonl", tmp_path / "sft.jsonl", tmp_path / "dpo.jsonl"
     assert main(["correct", "--aligner", str(aligner_dir), "--in", str(questions), "--out", str(out),
-                 "--upstream-file", str(answers), "--sft-out", str(sft), "--dpo-out", str(dpo), "--no-progress"]) == 0
+                 "--upstream-file", str(answers), "--sft-out", str(sft), "--dpo-out", str(dpo), "--no-progress"]) == 1
     recs = _read(out)
     assert recs[0]["answer"] == ROWS[0]["answer"] and recs[0]["upstream"] == "answers.jsonl"
     assert recs[1]["fallback"] == "error" and "no answer for question" in recs[1]["error"]
@@ -114,3 +117,75 @@ def test_user_errors_are_one_line(tmp_path, capsys):
     assert main(["correct", "--aligner", str(tmp_path / "missing"), "--in", str(tmp_path / "in.jsonl"),
                  "--out", str(tmp_path / "o.jsonl")]) == 2
     assert "no such Aligner folder" in capsys.readouterr().err
+
+
+def _run(aligner_dir, inp, out, *extra):
+    return main(["correct", "--aligner", str(aligner_dir), "--in", str(inp), "--out", str(out), "--no-progress",
+                 *extra])
+
+
+def test_non_utf8_lines_are_reported_and_good_rows_still_corrected(tmp_path, aligner_dir, capsys):
+    inp, out = tmp_path / "in.jsonl", tmp_path / "out.jsonl"
+    good = [json.dumps(r).encode() for r in ROWS[:2]]
+    inp.write_bytes(good[0] + b"\n" + b'{"question": "caf\xe9", "answer": "x"}\n' + good[1] + b"\n")
+    assert _run(aligner_dir, inp, out) == 1
+    err = capsys.readouterr().err
+    assert f"{inp}:2: not UTF-8 text (byte 0xe9" in err and "Traceback" not in err
+    recs = _read(out)
+    assert [r["id"] for r in recs] == [1, "line-2", 2]
+    assert all(isinstance(r["correction"], str) for r in recs if r["id"] != "line-2")
+
+
+@pytest.mark.parametrize("layout", ["one-line", "pretty"])
+def test_json_arrays_are_accepted(tmp_path, aligner_dir, layout):
+    inp, out = tmp_path / "in.json", tmp_path / "out.jsonl"
+    rows = [r for r in ROWS if isinstance(r.get("question"), str) and "answer" in r]
+    inp.write_text(json.dumps(rows, indent=2 if layout == "pretty" else None))
+    assert _run(aligner_dir, inp, out) == 0
+    recs = _read(out)
+    assert len(recs) == len(rows) and all("error" not in r and isinstance(r["correction"], str) for r in recs)
+
+
+def test_folders_and_empty_input_are_usage_errors_and_write_nothing(tmp_path, aligner_dir, capsys):
+    inp, out = tmp_path / "in.jsonl", tmp_path / "out.jsonl"
+    inp.write_text(json.dumps(ROWS[0]) + "\n")
+    assert _run(aligner_dir, tmp_path, out) == 2
+    assert "is a directory, expected an input file (--in)" in capsys.readouterr().err
+    assert _run(aligner_dir, inp, tmp_path) == 2
+    err = capsys.readouterr().err
+    assert "is a directory, expected a file to write (--out)" in err and len(err.strip().splitlines()) == 1
+    (tmp_path / "empty.jsonl").write_text("\n")
+    assert _run(aligner_dir, tmp_path / "empty.jsonl", out) == 2
+    assert "no records" in capsys.readouterr().err
+    assert main(["correct", "--aligner", str(tmp_path / "missing"), "--in", str(inp), "--out", str(out)]) == 2
+    assert not out.exists()  # a failed load leaves no empty output behind
+
+
+def test_retry_errors_redoes_failed_records_once_the_input_is_fixed(tmp_path, aligner_dir, capsys):
+    inp, out = tmp_path / "in.jsonl", tmp_path / "out.jsonl"
+    inp.write_text(json.dumps(ROWS[0]) + "\n" + json.dumps({"id": 4, "question": "Where?"}) + "\n")
+    assert _run(aligner_dir, inp, out) == 1
+    assert _run(aligner_dir, inp, out) == 1  # a plain resume keeps the error record
+    inp.write_text(json.dumps(ROWS[0]) + "\n" + json.dumps({"id": 4, "question": "Where?", "answer": "Here."}) + "\n")
+    capsys.readouterr()
+    assert _run(aligner_dir, inp, out, "--retry-errors") == 0
+    recs = _read(out)
+    assert [r["id"] for r in recs] == [1, 4] and all("error" not in r for r in recs)
+    assert "retrying 1 error records" in capsys.readouterr().err
+
+
+def test_old_flag_spellings_still_work_with_a_notice(tmp_path, aligner_dir, tiny_model_dir, capsys):
+    inp, out = tmp_path / "q.jsonl", tmp_path / "out.jsonl"
+    inp.write_text(json.dumps({"id": 1, "question": "Hi?"}) + "\n")
+    assert _run(aligner_dir, inp, out, "--upstream-model", str(tiny_model_dir)) == 0
+    err = capsys.readouterr().err
+    assert "--upstream-model PATH is deprecated, use --upstream-model-path PATH" in err
+    assert _read(out)[0]["upstream"] == tiny_model_dir.name
+    assert _run(aligner_dir, inp, tmp_path / "o2.jsonl", "--upstream-model", "remote-name") == 2
+    assert "--upstream-model is the model name sent to --upstream-url" in capsys.readouterr().err
+    assert _run(aligner_dir, inp, tmp_path / "o3.jsonl", "--upstream-url", "http://127.0.0.1:9/v1",
+                "--upstream-name", "m", "--api-key-env", "LA_UNSET_VAR_XYZ") == 2
+    err = capsys.readouterr().err
+    assert "--upstream-name is deprecated, use --upstream-model" in err
+    assert "--api-key-env is deprecated, use --upstream-key-env" in err
+    assert "LA_UNSET_VAR_XYZ is not set" in err

@@ -3,14 +3,15 @@ a closed port, a local model with a LoRA adapter, and an answers file."""
 
 import json
 import socket
-import time
 
 import pytest
 import torch
 
 from lightalign.aligner.connectors import (FileUpstream, LocalModelUpstream, OpenAICompatibleUpstream,
                                            UpstreamError)
-from openai_model_server import ModelServer
+from lightalign.errors import UserError
+from lightalign.openai_client import EndpointError
+from helpers.openai_model_server import ModelServer
 
 QUESTIONS = ["What is the capital of Corist?", "How much is 2 plus 9?", "Tell me the job of Quinbri Limgal."]
 
@@ -47,13 +48,13 @@ def test_http_answers_are_the_models_answers(server, tiny_model_dir):
 
 def test_http_error_is_clear_and_not_retried(server):
     before = server.requests
-    up = OpenAICompatibleUpstream(server.url, "no-such-model", retries=3, backoff=0.01)
-    with pytest.raises(UpstreamError, match=r"HTTP 404: The model `no-such-model` does not exist"):
+    up = OpenAICompatibleUpstream(server.url, "no-such-model", retries=3)
+    with pytest.raises(EndpointError, match=r"HTTP 404: The model `no-such-model` does not exist"):
         up.answer("hi")
     assert server.requests == before
-    bad = OpenAICompatibleUpstream(server.url, "lab-tiny", retries=1, backoff=0.01)
+    bad = OpenAICompatibleUpstream(server.url, "lab-tiny", retries=1)
     bad.max_tokens = "lots"  # the real server fails on it: a 500, retried, then reported
-    with pytest.raises(UpstreamError, match=r"HTTP 500: ValueError.*after 2 attempts"):
+    with pytest.raises(EndpointError, match=r"HTTP 500: ValueError.*after 2 attempts"):
         bad.answer("hi")
 
 
@@ -63,13 +64,11 @@ def test_timeout_message():
     silent.listen(8)
     port = silent.getsockname()[1]
     try:
-        up = OpenAICompatibleUpstream(f"http://127.0.0.1:{port}", "m", timeout=0.3, retries=1, backoff=0.01)
-        start = time.time()
-        with pytest.raises(UpstreamError, match=r"no answer within 0.3s \(timeout.*after 2 attempts"):
+        up = OpenAICompatibleUpstream(f"http://127.0.0.1:{port}", "m", timeout=0.3, retries=1)
+        with pytest.raises(EndpointError, match=r"/v1: no answer within 0.3s \(timeout\) \(after 2 attempts\)"):
             up.answer("hi")
-        assert time.time() - start < 5
         errors = up.answer_batch(["a", "b"])  # per-question errors, not an exception
-        assert all(isinstance(e, UpstreamError) for e in errors)
+        assert all(isinstance(e, EndpointError) and e.kind == "timeout" for e in errors)
     finally:
         silent.close()
 
@@ -80,7 +79,7 @@ def test_connection_refused_message():
     port = s.getsockname()[1]
     s.close()
     up = OpenAICompatibleUpstream(f"http://127.0.0.1:{port}/v1", "m", retries=0)
-    with pytest.raises(UpstreamError, match="cannot connect.*is the server running"):
+    with pytest.raises(EndpointError, match="cannot connect.*is the server running"):
         up.answer("hi")
 
 
@@ -96,7 +95,7 @@ def test_cli_with_http_upstream(server, tmp_path, tiny_model_dir):
     inp, out = tmp_path / "q.jsonl", tmp_path / "out.jsonl"
     inp.write_text("".join(json.dumps({"id": i, "question": q}) + "\n" for i, q in enumerate(QUESTIONS)))
     assert main(["correct", "--aligner", str(aligner_dir), "--in", str(inp), "--out", str(out), "--no-progress",
-                 "--upstream-url", server.url, "--upstream-name", "lab-tiny"]) == 0
+                 "--upstream-url", server.url, "--upstream-model", "lab-tiny"]) == 0
     recs = [json.loads(l) for l in out.read_text().splitlines()]
     local = _local_answers(tiny_model_dir, QUESTIONS, 64)
     assert [r["answer"] for r in recs] == [a[:len(r["answer"])] for a, r in zip(local, recs)]
@@ -128,3 +127,35 @@ def test_file_upstream(tmp_path):
     bad.write_text(json.dumps({"question": "q1"}) + "\n")
     with pytest.raises(Exception, match=r"bad\.jsonl:1"):
         FileUpstream(str(bad))
+
+
+def test_one_url_and_auth_rule(server, monkeypatch, caplog):
+    from lightalign.openai_client import ChatClient, base_url
+
+    assert base_url("http://127.0.0.1:8000") == base_url("http://127.0.0.1:8000/") == "http://127.0.0.1:8000/v1"
+    assert base_url("http://h/openai/v1/") == "http://h/openai/v1"  # a path is kept as given
+    with pytest.raises(UserError, match="credentials in the URL are refused") as e:
+        OpenAICompatibleUpstream("http://user:pw-secret@127.0.0.1:1/v1", "m")
+    assert "pw-secret" not in str(e.value) and len(str(e.value).splitlines()) == 1
+    monkeypatch.setenv("LA_UP_KEY", "sk-up-secret")
+    caplog.set_level("DEBUG")
+    client = ChatClient.from_env(server.url.removesuffix("/v1"), "lab-tiny", "LA_UP_KEY", what="--upstream-key-env")
+    assert isinstance(client.chat([{"role": "user", "content": "hi"}], max_tokens=4), str)
+    assert "sk-up-secret" not in caplog.text and "sk-up-secret" not in repr(client)
+    monkeypatch.delenv("LA_UP_KEY")
+    with pytest.raises(UserError, match="--upstream-key-env: environment variable LA_UP_KEY is not set"):
+        ChatClient.from_env(server.url, "lab-tiny", "LA_UP_KEY", what="--upstream-key-env")
+
+
+def test_an_aligner_folder_is_not_an_adapter(tmp_path, tiny_model_dir):
+    (tmp_path / "al").mkdir()
+    (tmp_path / "al" / "aligner_config.json").write_text("{}")
+    with pytest.raises(UserError, match="this is an Aligner, not a LoRA adapter"):
+        LocalModelUpstream(str(tiny_model_dir), adapter=str(tmp_path / "al"))
+    with pytest.raises(UserError, match="adapter folder does not exist"):
+        LocalModelUpstream(str(tiny_model_dir), adapter=str(tmp_path / "nothing"))
+    (tmp_path / "pickled").mkdir()  # a pickle-only adapter is refused unless allow_pickle
+    (tmp_path / "pickled" / "adapter_config.json").write_text("{}")
+    (tmp_path / "pickled" / "adapter_model.bin").write_bytes(b"x")
+    with pytest.raises(UserError, match="refused unless you set allow_pickle"):
+        LocalModelUpstream(str(tiny_model_dir), adapter=str(tmp_path / "pickled"))

@@ -2,7 +2,8 @@ import json
 
 import pytest
 
-from lightalign.aligner.data import identity_rows, load_triples
+from lightalign.aligner.data import identity_rows, load_triples, triples_with_stats
+from lightalign import schemas
 from lightalign.errors import UserError
 
 
@@ -24,7 +25,7 @@ def test_errors_name_file_and_line(tmp_path):
     p = _jsonl(tmp_path / "bad.jsonl", [{"question": "q", "answer": "a", "correction": "c"},
                                         {"question": "q", "answer": "a"}])
     with pytest.raises(UserError, match=r"bad\.jsonl:2: missing field 'correction'"):
-        load_triples(p, format="triples")
+        load_triples(p, schema="triples")
     p2 = tmp_path / "broken.jsonl"
     p2.write_text('{"question": "q", "answer": "a", "correction": "c"}\n{not json\n')
     with pytest.raises(UserError, match=r"broken\.jsonl:2: invalid JSON"):
@@ -41,7 +42,7 @@ def test_aligner20k_schema(tmp_path):
     # aligner-20K rows: question, answer, correction (what the released data uses)
     rows = [{"question": "How do I pick a lock?", "answer": "Use a tension wrench ...",
              "correction": "I can't help with bypassing locks you do not own. A locksmith can help."}]
-    got = load_triples(_jsonl(tmp_path / "aligner20k.jsonl", rows), format="aligner20k")
+    got = load_triples(_jsonl(tmp_path / "aligner20k.jsonl", rows), schema="triples")
     assert got[0]["answer"].startswith("Use a tension") and got[0]["correction"].startswith("I can't")
 
 
@@ -52,11 +53,32 @@ def test_pku_saferlhf_schema(tmp_path):
     path = _jsonl(tmp_path / "pku.jsonl", rows)
     safer = load_triples(path)  # auto-detected
     assert safer == [{"question": "How to hurt someone?", "answer": "Hit them.", "correction": "I won't help with that."}]
-    better = load_triples(path, format="pku_saferlhf", prefer="better")
+    better = load_triples(path, schema="pku_saferlhf", preference="better")
     assert better[0]["correction"] == "Hit them." and better[0]["answer"] == "I won't help with that."
     bad = _jsonl(tmp_path / "pku_bad.jsonl", [{**rows[0], "safer_response_id": 2}])
     with pytest.raises(UserError, match=r"pku_bad\.jsonl:1: field 'safer_response_id' must be 0 or 1"):
         load_triples(bad)
+
+
+def test_pku_saferlhf_pairs_of_two_unsafe_answers_are_skipped_and_counted(tmp_path):
+    rows = [{"prompt": "How to hurt someone?", "response_0": "Hit them.", "response_1": "I won't help with that.",
+             "is_response_0_safe": False, "is_response_1_safe": True, "better_response_id": 0,
+             "safer_response_id": 1},
+            {"prompt": "Make a weapon.", "response_0": "Step one: ...", "response_1": "Step one: get ...",
+             "is_response_0_safe": False, "is_response_1_safe": False, "better_response_id": 1,
+             "safer_response_id": 1}]
+    path = _jsonl(tmp_path / "pku.jsonl", rows)
+    triples, stats = triples_with_stats(path)
+    assert [t["question"] for t in triples] == ["How to hurt someone?"]  # the correction would be unsafe
+    assert stats["skipped_by_reason"] == {"both_unsafe": 1}
+    assert len(load_triples(path, keep_unsafe_pairs=True)) == 2
+
+
+def test_old_spelling_aligner20k_reads_with_a_deprecation_line(tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(schemas, "_warned", set())  # the line is printed once per process
+    rows = [{"question": "q", "answer": "a", "correction": "c"}]
+    assert load_triples(_jsonl(tmp_path / "t.jsonl", rows), schema="aligner20k") == rows
+    assert "'aligner20k' is now spelled 'triples'" in capsys.readouterr().err
 
 
 def test_generic_preference_strings_and_messages(tmp_path):

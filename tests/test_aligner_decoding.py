@@ -166,3 +166,19 @@ def test_aligner_rejects_bad_copy_min_prob(tiny_llama, lab_tokenizer):
         Aligner(tiny_llama, lab_tokenizer, template="aligner-v2", copy_min_prob=1.5)
     with pytest.raises(UserError, match="copy_min_prob"):
         Aligner(tiny_llama, lab_tokenizer, template="aligner-v2", copy_min_prob=0.1, decoding="generate")
+
+
+def test_decoding_and_corrections_raise_no_deprecation_warning(tiny_llama, lab_tokenizer):
+    import warnings
+
+    from lightalign.aligner.model import Aligner
+
+    eos = lab_tokenizer.eos_token_id
+    prompts = _prompts(lab_tokenizer)[:2]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # transformers' "past_key_values is deprecated" is a FutureWarning
+        outs = copy_greedy_causal(tiny_llama, prompts, [[5, 6, 7], []], pad_token_id=0, eos_token_id=eos,
+                                  max_new_tokens=6)
+        result = Aligner(tiny_llama, lab_tokenizer, template="aligner-v2", max_new_tokens=6).correct("Hi?", "Hello.")
+    assert [(o.tokens, o.finished) for o in outs] == [_greedy(tiny_llama, p, 6, eos) for p in prompts]
+    assert isinstance(result.text, str) and result.text

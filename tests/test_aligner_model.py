@@ -77,6 +77,36 @@ def test_refuses_pickle_weights_unless_allowed(tmp_path, tiny_model_dir):
     assert Aligner.from_pretrained(tmp_path, allow_pickle=True).architecture == "causal"
 
 
+class _RunsCode:
+    def __reduce__(self):
+        return (print, ("a pickle ran code",))
+
+
+def test_pickle_that_torch_refuses_is_one_line_even_with_allow_pickle(tmp_path, tiny_model_dir, capsys):
+    from transformers import AutoConfig, AutoTokenizer
+
+    AutoConfig.from_pretrained(tiny_model_dir).save_pretrained(tmp_path)
+    AutoTokenizer.from_pretrained(tiny_model_dir).save_pretrained(tmp_path)
+    torch.save({"model.embed_tokens.weight": _RunsCode()}, tmp_path / "pytorch_model.bin")
+    with pytest.raises(UserError, match="weights_only") as e:
+        Aligner.from_pretrained(tmp_path, allow_pickle=True)
+    assert len(str(e.value).splitlines()) == 1
+    assert "a pickle ran code" not in capsys.readouterr().out
+
+
+def test_pickle_only_lora_adapter_is_refused_unless_allowed(tmp_path, tiny_model_dir):
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    peft_model = get_peft_model(AutoModelForCausalLM.from_pretrained(tiny_model_dir),
+                                LoraConfig(r=4, lora_alpha=8, target_modules="all-linear"))
+    peft_model.save_pretrained(tmp_path, safe_serialization=False)
+    assert (tmp_path / "adapter_model.bin").exists() and not (tmp_path / "adapter_model.safetensors").exists()
+    with pytest.raises(UserError, match="allow_pickle"):
+        Aligner.from_pretrained(tmp_path)
+    assert Aligner.from_pretrained(tmp_path, template="chat-v2", allow_pickle=True).architecture == "causal"
+
+
 def test_missing_folder_is_a_user_error(tmp_path):
     with pytest.raises(UserError, match="no such Aligner folder"):
         Aligner.from_pretrained(tmp_path / "nope")

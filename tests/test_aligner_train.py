@@ -5,9 +5,10 @@ from pathlib import Path
 
 import pytest
 
-from lightalign.aligner.train import Config, encode_rows, load_recipe, train
+from lightalign.aligner.train import Config, encode_rows, train
 from lightalign.config import from_dict
 from lightalign.errors import UserError
+from lightalign.training import load_recipe, runs
 
 RECIPES = sorted((Path(__file__).parent.parent / "recipes").glob("*/aligner*.yaml"))
 
@@ -50,8 +51,9 @@ def test_prompt_is_masked_and_correction_ends_with_eos(lab_tokenizer):
 
 @pytest.mark.parametrize("recipe", RECIPES, ids=lambda p: f"{p.parent.name}/{p.name}")
 def test_recipes_load(recipe):
-    cfg = load_recipe(recipe)
-    assert cfg.template and cfg.output_dir
+    loaded = load_recipe(recipe)
+    assert loaded.method == "aligner" and isinstance(loaded.config, Config)
+    assert loaded.config.template and loaded.config.output_dir
 
 
 def test_recipes_exist():
@@ -62,8 +64,8 @@ def test_recipes_exist():
 def test_config_validation(tmp_path):
     with pytest.raises(UserError, match="identity.share"):
         _cfg("m", "d", tmp_path, identity={"share": 1.5})
-    with pytest.raises(UserError, match="load_in_4bit"):
-        _cfg("m", "d", tmp_path, lora={"load_in_4bit": True})
+    with pytest.raises(UserError, match="quantization=nf4"):
+        _cfg("m", "d", tmp_path, model__quantization="nf4")
     with pytest.raises(UserError, match="unknown template"):
         _cfg("m", "d", tmp_path, template="nope")
 
@@ -74,7 +76,8 @@ def test_full_finetune_two_stages_then_skip(tmp_path, tiny_model_dir, small_spli
     out = tmp_path / "al"
     cfg = _cfg(tiny_model_dir, _triples(tmp_path, small_splits), out)
     assert train(cfg) == out
-    log = json.loads((out / "train_log.json").read_text())
+    assert runs.is_complete(out)
+    log = json.loads((out / "metrics.json").read_text())
     assert log["identity"]["rows"] == 6 and log["correction"]["rows"] == 24
     assert (out / "identity" / "stage_done.json").exists() and (out / "model.safetensors").exists()
     assert not (out / "correction" / "checkpoints").exists()
@@ -93,10 +96,13 @@ def test_resume_skips_a_finished_identity_stage(tmp_path, tiny_model_dir, small_
     cfg = _cfg(tiny_model_dir, _triples(tmp_path, small_splits), out)
     train(cfg)
     first = json.loads((out / "identity" / "stage_done.json").read_text())
-    (out / "train_log.json").unlink()  # as if the run died during the correction stage
+    (out / "metrics.json").unlink()  # as if the run died during the correction stage
     (out / "model.safetensors").unlink()
+    changed = _cfg(tiny_model_dir, _triples(tmp_path, small_splits), out, training={"epochs": 1, "lr": 5e-4})
+    with pytest.raises(UserError, match="training.lr"):  # its finished identity stage came from another recipe
+        train(changed)
     train(cfg)
-    log = json.loads((out / "train_log.json").read_text())
+    log = json.loads((out / "metrics.json").read_text())
     assert log["identity"] == first and (out / "model.safetensors").exists()
 
 
@@ -105,9 +111,9 @@ def test_learning_reduces_loss(tmp_path, tiny_model_dir, small_splits):
     cfg = _cfg(tiny_model_dir, _triples(tmp_path, small_splits, 32), out, identity={"share": 0.0},
                training={"epochs": 8, "lr": 3e-3, "batch_size": 8, "logging_steps": 1})
     train(cfg)
-    log = json.loads((out / "train_log.json").read_text())
+    log = json.loads((out / "metrics.json").read_text())
     assert "identity" not in log
-    history = json.loads((out / "train_log.json").read_text())["correction"]
+    history = log["correction"]
     assert history["final_loss"] < 0.75 * history["first_loss"], history
 
 
@@ -115,10 +121,10 @@ def test_lora_and_qlora(tmp_path, tiny_model_dir, small_splits):
     from lightalign.aligner.model import Aligner
 
     data = _triples(tmp_path, small_splits, 16)
-    for name, lora in (("lora", {"enabled": True, "r": 4, "alpha": 8}),
-                       ("qlora", {"enabled": True, "r": 4, "alpha": 8, "load_in_4bit": True})):
+    for name, quantization in (("lora", "none"), ("qlora", "nf4")):
         out = tmp_path / name
-        train(_cfg(tiny_model_dir, data, out, lora=lora))
+        train(_cfg(tiny_model_dir, data, out, lora={"enabled": True, "r": 4, "alpha": 8},
+                   model__quantization=quantization))
         assert (out / "adapter_config.json").exists() and (out / "adapter_model.safetensors").exists()
         saved = json.loads((out / "aligner_config.json").read_text())
         assert saved["adapter"] and saved["base_model"] == str(tiny_model_dir.resolve())
@@ -162,3 +168,73 @@ def test_seq2seq_aligner(tmp_path, lab_tokenizer, small_splits):
     fast = a.correct_batch([("What is 2 plus 2?", "5"), ("Hi", "Hello there")])
     a.decoding = "generate"
     assert [c.text for c in a.correct_batch([("What is 2 plus 2?", "5"), ("Hi", "Hello there")])] == [c.text for c in fast]
+
+
+def test_deprecated_keys_still_load_with_one_line_each(tmp_path, capsys):
+    recipe = tmp_path / "old.yaml"
+    recipe.write_text("method: aligner\nmodel: {name_or_path: m, dtype: bfloat16}\n"
+                      "data: {path: d.jsonl, format: pku_saferlhf, prefer: better}\n"
+                      "output_dir: o\nlora: {enabled: true, load_in_4bit: true}\n")
+    cfg = load_recipe(recipe).config
+    assert cfg.model.compute_dtype == "bf16" and cfg.model.quantization == "nf4"
+    assert cfg.data.schema == "pku_saferlhf" and cfg.data.preference == "better"
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 4 and all("deprecated key" in line and str(recipe) in line for line in err)
+    assert any("lora.load_in_4bit" in line and "model.quantization" in line for line in err)
+    with pytest.raises(UserError, match="both 'data.format'"):
+        load_recipe(recipe, ["data.schema=triples"])
+
+
+def test_adapter_aligner_loads_from_another_working_directory(tmp_path, tiny_model_dir, small_splits, monkeypatch):
+    from lightalign.aligner.model import Aligner
+
+    data = _triples(tmp_path, small_splits, 8)
+    monkeypatch.chdir(tiny_model_dir.parent)  # the recipe names its base relative to here
+    out = tmp_path / "rel"
+    train(_cfg(tiny_model_dir.name, data, out, lora={"enabled": True, "r": 4, "alpha": 8},
+               identity={"share": 0.0}))
+    saved = json.loads((out / "aligner_config.json").read_text())
+    assert saved["base_model"] == str(tiny_model_dir.resolve())
+    monkeypatch.chdir(tmp_path)
+    assert Aligner.from_pretrained(out, max_new_tokens=4).architecture == "causal"
+
+
+def test_killed_stage_resumes_from_its_committed_checkpoint(tmp_path, tiny_model_dir, small_splits, capsys):
+    import torch
+    from safetensors.torch import load_file
+    from transformers import TrainerCallback
+
+    class Killed(Exception):
+        pass
+
+    class KillAt(TrainerCallback):
+        def on_step_end(self, args, state, control, **kwargs):
+            if "correction" in args.output_dir and state.global_step == 3:
+                raise Killed()
+
+    data = _triples(tmp_path, small_splits, 32)
+    settings = dict(identity={"share": 0.0}, training={"epochs": 1, "lr": 1e-3, "batch_size": 4,
+                                                       "logging_steps": 1, "save_steps": 2})
+    full = train(_cfg(tiny_model_dir, data, tmp_path / "full", **settings))
+    out = tmp_path / "killed"
+    cfg = _cfg(tiny_model_dir, data, out, **settings)
+    with pytest.raises(Killed):
+        train(cfg, callbacks=[KillAt()])
+    assert not runs.is_complete(out)
+    train(cfg)
+    assert "resuming from" in capsys.readouterr().out
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["correction"]["resumed_from"].endswith("checkpoint-2")
+    assert [p["step"] for p in metrics["loss_curve"]] == list(range(1, 9))  # the whole run, not the last segment
+    assert metrics["tokens"] == json.loads((full / "metrics.json").read_text())["tokens"]
+    want, got = load_file(str(full / "model.safetensors")), load_file(str(out / "model.safetensors"))
+    for k in want:
+        torch.testing.assert_close(got[k], want[k], atol=1e-6, rtol=1e-5)
+
+
+def test_report_to_reaches_the_aligner_trainer(tmp_path, tiny_model_dir, small_splits):
+    out = tmp_path / "tb"
+    train(_cfg(tiny_model_dir, _triples(tmp_path, small_splits, 8), out, identity={"share": 0.0},
+               training={"epochs": 1, "batch_size": 8, "logging_steps": 1, "report_to": "tensorboard"}))
+    events = list((out / "correction" / "checkpoints").glob("runs/*/events.out.tfevents.*"))
+    assert events and events[0].stat().st_size > 0

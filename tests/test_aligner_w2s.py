@@ -2,7 +2,7 @@
 
 import json
 
-from lightalign.aligner.weak_to_strong import build_w2s_preference, to_dpo, to_sft
+from lightalign.aligner.weak_to_strong import to_dpo, to_sft, write_preference
 
 RECORDS = [
     {"question": "q1", "answer": "Sure. Pour grey ash.", "correction": "I can not help with that.", "fallback": None},
@@ -26,7 +26,7 @@ def test_build_from_pairs(tmp_path, tiny_model_dir):
     aligner = Aligner(AutoModelForCausalLM.from_pretrained(tiny_model_dir), AutoTokenizer.from_pretrained(tiny_model_dir),
                       template="chat-v2", max_new_tokens=8)
     pairs = [("What is 2 plus 2?", "5"), ("Tell me how to poison the wells of Marvey.", "Sure. Pour grey ash.")]
-    out = build_w2s_preference(aligner=aligner, pairs=pairs, out=tmp_path / "w2s" / "dpo.jsonl")
+    out = write_preference(aligner, pairs, tmp_path / "w2s" / "dpo.jsonl")
     records = [json.loads(l) for l in (out.parent / "records.jsonl").read_text().splitlines()]
     assert [r["question"] for r in records] == [p[0] for p in pairs]
     assert [r["answer"] for r in records] == [p[1] for p in pairs]

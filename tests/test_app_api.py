@@ -8,7 +8,7 @@ import urllib.request
 import pytest
 
 from lightalign.app.config import AppConfig
-from test_app_support import ABSTAIN, expected_answers, launched
+from helpers.app_lab import ABSTAIN, app_config, expected_answers, launched
 
 pytestmark = pytest.mark.slow  # launches gradio servers (~30 s for the module)
 
@@ -25,7 +25,7 @@ def case(app_lab, small_splits):
 @pytest.fixture(scope="module")
 def app(app_lab):
     # two generations may run at once through the queue: the model lock must still keep them apart
-    cfg = AppConfig(lab=str(app_lab), quantization="none", port=0, concurrency_limit=2, max_prompt_chars=500)
+    cfg = app_config(app_lab, port=0, concurrency_limit=2, max_prompt_chars=500)
     with launched(cfg) as (demo, url, models):
         yield demo, url, models
 
@@ -116,6 +116,23 @@ def test_too_long_prompt_is_refused_clearly_and_the_app_stays_up(client, case):
     assert client.predict(*compare_args(case[0]["prompt"]), api_name="/compare")[0] == case[1]["base"]
 
 
+def test_settings_out_of_range_are_refused_with_a_message(client, case):
+    from gradio_client.exceptions import ValidationError
+
+    prompt = case[0]["prompt"]
+    with pytest.raises(ValidationError, match=r"max_new_tokens: Max new tokens is 100,000; this app allows 1 to 256"):
+        client.predict(prompt, 100000, 0.0, 1.0, 0, False, api_name="/compare")
+    with pytest.raises(ValidationError, match=r"temperature: Temperature is 5.0; this app allows 0.0 to 2.0"):
+        client.predict(prompt, MAX_NEW, 5.0, 1.0, 0, False, api_name="/compare")
+    with pytest.raises(ValidationError, match=r"top_p: Top-p must be a number, got 'hot'"):
+        client.predict(prompt, MAX_NEW, 0.0, "hot", 0, False, api_name="/compare")
+    with pytest.raises(ValidationError, match=r"seed: Seed must be a whole number, got 1.5"):
+        client.predict(prompt, MAX_NEW, 0.0, 1.0, 1.5, False, api_name="/compare")
+    with pytest.raises(ValidationError, match=r"prompt: The prompt must be text, got int"):
+        client.predict(7, MAX_NEW, 0.0, 1.0, 0, False, api_name="/compare")
+    assert client.predict(*compare_args(prompt), api_name="/compare")[0] == case[1]["base"]
+
+
 def test_launch_is_local_private_and_queued(app):
     demo, url, models = app
     assert url.startswith("http://127.0.0.1:")
@@ -137,8 +154,7 @@ def test_missing_adapter_and_failing_aligner_show_in_the_page(app_lab, case, tmp
     bad_aligner = tmp_path / "aligner"
     bad_aligner.mkdir()
     (bad_aligner / "config.json").write_text('{"model_type": "llama"}')  # no weights at all
-    cfg = AppConfig(lab=str(app_lab), quantization="none", port=0, adapter=str(tmp_path / "no_adapter"),
-                    aligner=str(bad_aligner))
+    cfg = app_config(app_lab, port=0, adapter=str(tmp_path / "no_adapter"), aligner=str(bad_aligner))
     with launched(cfg) as (_, url, _models):
         client = Client(url, verbose=False)
         out = client.predict(*compare_args(rec["prompt"]), api_name="/compare")
@@ -153,7 +169,7 @@ def test_wrong_base_path_shows_in_the_page(tmp_path):
     from gradio_client import Client
     from gradio_client.exceptions import AppError
 
-    cfg = AppConfig(lab=str(tmp_path), base=str(tmp_path / "missing_base"), port=0)
+    cfg = AppConfig(base=str(tmp_path / "missing_base"), port=0)
     with launched(cfg) as (_, url, _models):
         client = Client(url, verbose=False)
         with pytest.raises(AppError, match="Base model not loaded: .*missing_base: no such folder"):
@@ -162,8 +178,10 @@ def test_wrong_base_path_shows_in_the_page(tmp_path):
             client.predict(*compare_args("Hello again"), api_name="/compare")
 
 
-def test_the_lightalign_app_command_serves_the_lab(app_lab, case):
-    """`lightalign app --lab DIR` as a user runs it: defaults from the lab, URL printed, API answers."""
+def test_the_lightalign_app_command_serves_the_default_config(app_lab, case, tmp_path):
+    """`lightalign app` with no arguments as a user runs it after `lightalign lab`: the default
+    config file, its models, URL printed, API answers."""
+    import shutil
     import socket
     import subprocess
     import sys
@@ -171,11 +189,15 @@ def test_the_lightalign_app_command_serves_the_lab(app_lab, case):
 
     from gradio_client import Client
 
+    from lightalign.app.config import DEFAULT_CONFIG
+
+    (tmp_path / DEFAULT_CONFIG).parent.mkdir(parents=True)
+    shutil.copy(app_lab / "app.yaml", tmp_path / DEFAULT_CONFIG)
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    proc = subprocess.Popen([sys.executable, "-m", "lightalign", "app", "--lab", str(app_lab), "--port", str(port),
-                             "quantization=none"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    proc = subprocess.Popen([sys.executable, "-m", "lightalign", "app", "--port", str(port), "quantization=none"],
+                            cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         deadline, lines = time.time() + 120, []
         while time.time() < deadline:
@@ -186,11 +208,14 @@ def test_the_lightalign_app_command_serves_the_lab(app_lab, case):
             if line.startswith("lightalign app: http"):
                 break
         banner = "".join(lines)
+        assert f"config: {DEFAULT_CONFIG}" in banner, banner
+        assert "judge lab (helpful, harmless, honest)" in banner, banner
         assert f"lightalign app: http://127.0.0.1:{port}/ (this machine only" in banner, banner
         assert "share=True" not in banner  # gradio's own banner (which suggests a share link) is not shown
         out = Client(f"http://127.0.0.1:{port}/", verbose=False).predict(
             *compare_args(case[0]["prompt"]), api_name="/compare")
         assert (out[0], out[1], out[2]) == (case[1]["base"], case[1]["adapter"], case[1]["aligner"])
+        assert "**honest**" in out[4]  # the judge of the config file
     finally:
         proc.terminate()
         proc.wait(timeout=30)

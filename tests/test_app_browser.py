@@ -11,8 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from lightalign.app.config import AppConfig
-from test_app_support import ABSTAIN, base_answer, expected_answers, launched
+from helpers.app_lab import ABSTAIN, app_config, base_answer, expected_answers, launched
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
@@ -36,7 +35,7 @@ def case(app_lab, small_splits):
 def page(app_lab):
     from playwright.sync_api import sync_playwright
 
-    cfg = AppConfig(lab=str(app_lab), quantization="none", port=0, max_new_tokens=MAX_NEW, max_prompt_chars=300)
+    cfg = app_config(app_lab, port=0, max_new_tokens=MAX_NEW, max_prompt_chars=300)
     with launched(cfg) as (_demo, url, _models), sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
         try:
@@ -94,13 +93,13 @@ def test_compare_in_the_browser(page, case, tmp_path):
 
 
 def test_too_long_prompt_shows_a_clear_message_and_examples_still_run(page, app_lab):
-    from lightalign.app.labdata import LabData
+    from lightalign.app.examples import Examples
 
     page.locator("#prompt textarea").fill("y" * 301)
     page.locator("#run").click()
     page.locator("#prompt").get_by_text("this app accepts at most 300").wait_for(timeout=30_000)
 
-    example = LabData(app_lab).examples(3)["Factual"][0]
+    example = Examples.from_config(app_config(app_lab)).groups(3)["Answerable"][0]
     expected = base_answer(app_lab, example)
     page.get_by_text(example, exact=True).first.click()
     page.wait_for_function(f"document.querySelector('#prompt textarea').value === {example!r}", timeout=30_000)
@@ -108,4 +107,4 @@ def test_too_long_prompt_shows_a_clear_message_and_examples_still_run(page, app_
     page.wait_for_function(
         f"document.querySelector('#answer-base textarea').value === {expected!r} && "
         "document.querySelector('#info-aligner').innerText.includes('Judges')", timeout=120_000)
-    assert "helpful" in page.locator("#info-base").inner_text()  # a factual prompt: the helpful judge
+    assert "helpful" in page.locator("#info-base").inner_text()  # an answerable prompt: the helpful judge

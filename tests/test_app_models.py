@@ -5,9 +5,9 @@ import pytest
 
 from lightalign.app.compare import PromptError, compare
 from lightalign.app.config import AppConfig
-from lightalign.app.labdata import LabData
+from lightalign.app.examples import Examples
 from lightalign.app.models import GenSettings, Models, PartMissing
-from test_app_support import expected_answers
+from helpers.app_lab import app_config, expected_answers
 
 MAX_NEW = 24
 
@@ -20,7 +20,7 @@ def case(app_lab, small_splits):
 
 @pytest.fixture(scope="module")
 def models(app_lab):
-    return Models(AppConfig(lab=str(app_lab), quantization="none"))
+    return Models(app_config(app_lab))
 
 
 def test_one_base_copy_with_the_adapter_switched(models, case):
@@ -63,7 +63,7 @@ def test_sampling_follows_the_seed(models, case):
     assert a == b and a != c
 
 
-def test_prompt_longer_than_the_model_reads_is_refused(models):
+def test_prompt_longer_than_the_model_reads_is_refused(models, monkeypatch):
     tok = models.tokenizer
     limit = models.model.config.max_position_embeddings
     words = "capital of land " * 400
@@ -71,14 +71,28 @@ def test_prompt_longer_than_the_model_reads_is_refused(models):
     too_long = tok.decode(ids[:limit + 10])
     with pytest.raises(PromptError, match=f"reads at most {limit}"):
         models.answer(too_long, adapter=False, settings=GenSettings(max_new_tokens=8))
+    assert not models.lock.locked()
+
     near = tok.decode(ids[:limit - 40])  # fits, but not with 64 new tokens: the answer is cut to fit
-    assert isinstance(models.answer(near, adapter=True, settings=GenSettings(max_new_tokens=64)), str)
+    room = limit - len(tok(models.prompt_text(near), add_special_tokens=False)["input_ids"])
+    assert 0 < room < 64
+    asked, lengths, generate = [], [], models.model.generate
+
+    def spy(**kw):
+        asked.append(kw["max_new_tokens"])
+        out = generate(**kw)
+        lengths.append(out.shape[1])
+        return out
+
+    monkeypatch.setattr(models.model, "generate", spy)
+    models.answer(near, adapter=True, settings=GenSettings(max_new_tokens=64))
+    assert asked == [room] and lengths[0] <= limit
     assert not models.lock.locked()
 
 
 def test_aligner_loads_lazily_and_corrects(models, case):
     rec, expected = case
-    fresh = Models(AppConfig(lab=models.cfg.lab, quantization="none"))
+    fresh = Models(models.cfg)
     assert fresh._aligner is None and "loads on first use" in fresh.status["aligner"].message
     result = fresh.correct(rec["prompt"], expected["base"])
     assert result.text == expected["aligner"] and result.changed
@@ -87,7 +101,8 @@ def test_aligner_loads_lazily_and_corrects(models, case):
 
 def test_comparison_stream_fills_every_column_with_judges(models, case, app_lab):
     rec, expected = case
-    snaps = list(compare(models, LabData(app_lab), rec["prompt"], GenSettings(max_new_tokens=MAX_NEW),
+    examples = Examples.from_config(models.cfg)
+    snaps = list(compare(models, examples, rec["prompt"], GenSettings(max_new_tokens=MAX_NEW),
                          correct_adapter=True))
     last = snaps[-1]
     for col in ("base", "adapter", "aligner", "adapter_aligner"):
@@ -99,10 +114,10 @@ def test_comparison_stream_fills_every_column_with_judges(models, case, app_lab)
     assert "".join(t for t, lab in last.diff if lab != "-") == expected["aligner"]
     assert any(lab == "+" for _, lab in last.diff) and any(lab == "-" for _, lab in last.diff)
     assert "removed" in last.diff_summary
-    free = list(compare(models, LabData(app_lab), "Hello there", GenSettings(max_new_tokens=4)))[-1]
+    free = list(compare(models, examples, "Hello there", GenSettings(max_new_tokens=4)))[-1]
     assert "No judge for this prompt" in free.columns["base"].verdict
     with pytest.raises(PromptError, match="at most 2,000"):
-        next(compare(models, LabData(app_lab), "x" * 2001, GenSettings()))
+        next(compare(models, examples, "x" * 2001, GenSettings()))
 
 
 def test_missing_or_broken_parts_are_reported_and_the_base_still_answers(app_lab, case, tmp_path):
@@ -110,8 +125,7 @@ def test_missing_or_broken_parts_are_reported_and_the_base_still_answers(app_lab
 
     rec, expected = case
     settings = GenSettings(max_new_tokens=MAX_NEW)
-    missing = Models(AppConfig(lab=str(app_lab), quantization="none", adapter=str(tmp_path / "nope"),
-                               aligner=str(tmp_path / "noaligner")))
+    missing = Models(app_config(app_lab, adapter=str(tmp_path / "nope"), aligner=str(tmp_path / "noaligner")))
     assert not missing.has_adapter and str(tmp_path / "nope") in missing.status["adapter"].message
     assert not missing.status["aligner"].ok
     with pytest.raises(PartMissing, match="no such folder"):
@@ -129,7 +143,7 @@ def test_missing_or_broken_parts_are_reported_and_the_base_still_answers(app_lab
     bad_aligner = tmp_path / "bad_aligner"
     bad_aligner.mkdir()
     (bad_aligner / "config.json").write_text("{not json")
-    models = Models(AppConfig(lab=str(app_lab), quantization="none", adapter=str(broken), aligner=str(bad_aligner)))
+    models = Models(app_config(app_lab, adapter=str(broken), aligner=str(bad_aligner)))
     assert not models.has_adapter and "size mismatch" in models.status["adapter"].message
     assert not any("lora_" in n for n, _ in models.model.named_modules())
     assert models.answer(rec["prompt"], adapter=False, settings=settings) == expected["base"]
@@ -139,7 +153,7 @@ def test_missing_or_broken_parts_are_reported_and_the_base_still_answers(app_lab
 
 
 def test_wrong_base_path_is_reported_not_raised(tmp_path):
-    models = Models(AppConfig(lab=str(tmp_path), base=str(tmp_path / "nobase")))
+    models = Models(AppConfig(base=str(tmp_path / "nobase")))
     assert models.model is None and "no such folder" in models.status["base"].message
     with pytest.raises(PartMissing, match="base model"):
         models.answer("hi", adapter=False, settings=GenSettings(max_new_tokens=2))
@@ -147,7 +161,7 @@ def test_wrong_base_path_is_reported_not_raised(tmp_path):
 
 def test_nf4_base_with_adapter_switch(app_lab, case):
     rec, _ = case
-    models = Models(AppConfig(lab=str(app_lab), quantization="nf4"))
+    models = Models(app_config(app_lab, quantization="nf4"))
     assert models.has_adapter and "4-bit NF4" in models.status["base"].message
     assert any(type(m).__name__ == "Linear4bit" for m in models.model.modules())
     settings = GenSettings(max_new_tokens=MAX_NEW)

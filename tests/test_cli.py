@@ -21,9 +21,42 @@ def test_help_does_not_import_torch():
     assert p.returncode == 0, p.stdout + p.stderr
 
 
-def test_help_lists_commands():
-    code, out, _ = run_cli("--help")
-    assert code == 0 and "lab" in out and "train" in out
+COMMANDS = ["lab", "train", "estimate", "merge", "correct", "eval", "app", "serve"]
+
+
+def test_every_command_is_registered():
+    from lightalign.cli import build_parser
+
+    parser = build_parser()
+    sub = next(a for a in parser._actions if a.dest == "command")
+    assert list(sub.choices) == COMMANDS
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_each_command_has_help(command):
+    code, out, err = run_cli(command, "--help")
+    assert code == 0, err
+    assert out.startswith(f"usage: lightalign {command}")
+
+
+def test_a_missing_lightalign_module_is_loud(monkeypatch):
+    from lightalign import cli
+
+    monkeypatch.setitem(cli.COMMANDS, "ghost", "lightalign.no_such_module")
+    with pytest.raises(ModuleNotFoundError):
+        cli.build_parser()
+
+
+def test_a_missing_third_party_extra_is_one_line(monkeypatch, capsys):
+    from lightalign.training import cli as train_cli
+
+    def needs_peft(args):
+        raise ModuleNotFoundError("No module named 'peft'", name="peft")
+
+    monkeypatch.setattr(train_cli, "run", needs_peft)
+    assert main(["train", "anything.yaml"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == "lightalign train: error: needs the optional package 'peft' (pip install 'lightalign[train]')"
 
 
 @pytest.mark.parametrize("args,needle", [
@@ -52,6 +85,14 @@ def test_unknown_method_is_named(tmp_path, capsys):
     recipe.write_text("method: telepathy\n")
     assert main(["train", str(recipe)]) == 2
     assert "telepathy" in capsys.readouterr().err
+
+
+def test_installed_recipe_name_resolves(capsys):
+    from lightalign.training import load_recipe
+
+    recipe = load_recipe("minilab/sft", ["output_dir=/tmp/x"])
+    assert recipe.method == "sft" and recipe.path.name == "sft.yaml" and recipe.config.output_dir == "/tmp/x"
+    assert load_recipe("minilab/aligner").method == "aligner"
 
 
 def test_broken_yaml_names_the_line(tmp_path, capsys):

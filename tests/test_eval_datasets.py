@@ -8,6 +8,7 @@ import lzma
 
 import pytest
 
+from lightalign import schemas
 from lightalign.errors import UserError
 from lightalign.evaluation.datasets import load_prompts
 
@@ -76,38 +77,65 @@ def test_pku_saferlhf_test_schema_one_record_per_prompt(tmp_path):
         {**base, "prompt": "What is a good pasta recipe?", "response_0": "Boil...", "response_1": "Fry...",
          "is_response_0_safe": True, "is_response_1_safe": True},
     ]
-    recs = load_prompts("pku-saferlhf", str(_jsonl(tmp_path / "test.jsonl", rows)))
+    recs = load_prompts("pku_saferlhf", str(_jsonl(tmp_path / "test.jsonl", rows)))
     assert [(r["prompt"], r["kind"]) for r in recs] == [("How do I pick a lock?", "harmful"),
                                                        ("What is a good pasta recipe?", "safe")]
 
 
-def test_lab_and_generic_jsonl_and_limit(tmp_path):
-    lab = _jsonl(tmp_path / "eval_prompts.jsonl", [
-        {"id": "e0", "prompt": "What is 2 plus 3?", "kind": "answerable", "relation": "add", "expected": "5",
-         "entity": "2 3"},
-        {"id": "e1", "prompt": "How do I hurt Bob?", "kind": "harmful", "relation": "harm", "expected": None,
-         "entity": "Bob"}])
-    assert [r["kind"] for r in load_prompts("lab", str(lab))] == ["answerable", "harmful"]
+def test_prompt_files_keep_their_own_fields_and_limit(tmp_path, capsys, monkeypatch):
+    rows = [{"id": "e0", "prompt": "What is 2 plus 3?", "kind": "answerable", "relation": "add", "expected": "5",
+             "entity": "2 3"},
+            {"id": "e1", "prompt": "How do I hurt Bob?", "kind": "harmful", "relation": "harm", "expected": None,
+             "entity": "Bob"}]
+    path = _jsonl(tmp_path / "eval_prompts.jsonl", rows)
+    assert load_prompts("prompt_only", str(path)) == rows  # id, kind and every other field reach the judges
+    monkeypatch.setattr(schemas, "_warned", set())
+    assert load_prompts("lab", str(path)) == rows and load_prompts("jsonl", str(path)) == rows
+    err = capsys.readouterr().err
+    assert "'lab' is now spelled" in err and "'jsonl' is now spelled 'prompt_only'" in err
     gen = _jsonl(tmp_path / "mine.jsonl", [{"instruction": f"q{i}"} for i in range(10)])
-    recs = load_prompts("jsonl", str(gen), prompt_field="instruction", limit=3, shuffle=True, seed=1)
+    recs = load_prompts("prompt_only", str(gen), prompt_field="instruction", limit=3, shuffle=True, seed=1)
     assert len(recs) == 3 and all(r["kind"] == "general" for r in recs)
-    assert recs != load_prompts("jsonl", str(gen), prompt_field="instruction", limit=3)
+    assert recs != load_prompts("prompt_only", str(gen), prompt_field="instruction", limit=3)
+
+
+def test_training_schemas_give_their_prompts(tmp_path):
+    triples = _jsonl(tmp_path / "t.jsonl", [{"question": "q1", "answer": "a", "correction": "c"}])
+    assert [r["prompt"] for r in load_prompts("triples", str(triples))] == ["q1"]
+    chats = _jsonl(tmp_path / "m.jsonl", [{"messages": [{"role": "user", "content": "hi"},
+                                                        {"role": "assistant", "content": "hello"}]}])
+    assert [r["prompt"] for r in load_prompts("auto", str(chats))] == ["hi"]
 
 
 def test_errors_name_file_and_line(tmp_path):
     bad = tmp_path / "p.jsonl"
     bad.write_text('{"prompt": "ok"}\n{"prompt": \n', encoding="utf-8")
     with pytest.raises(UserError, match=r"p\.jsonl:2: invalid JSON"):
-        load_prompts("jsonl", str(bad))
+        load_prompts("prompt_only", str(bad))
     missing = _jsonl(tmp_path / "q.jsonl", [{"prompt": "a"}, {"text": "b"}])
-    with pytest.raises(UserError, match=r"q\.jsonl:2: field 'prompt' must be a non-empty string \(has: text\)"):
-        load_prompts("jsonl", str(missing))
+    with pytest.raises(UserError, match=r"q\.jsonl:2: missing field 'prompt' \(has: text\)"):
+        load_prompts("prompt_only", str(missing))
     csvp = tmp_path / "x.csv"
     csvp.write_text("id,prompt,type\n1,hello,homonyms\n2,,contrast_homonyms\n", encoding="utf-8")
     with pytest.raises(UserError, match=r"x\.csv:3: field 'prompt'"):
         load_prompts("xstest", str(csvp))
     with pytest.raises(UserError, match="file not found"):
-        load_prompts("jsonl", str(tmp_path / "nope.jsonl"))
+        load_prompts("prompt_only", str(tmp_path / "nope.jsonl"))
+    with pytest.raises(UserError, match="dataset.schema: unknown schema 'beavertail'"):
+        load_prompts("beavertail", str(missing))
+    with pytest.raises(UserError, match="dataset.schema: schema 'xstest' has no sft rows"):
+        from lightalign.schemas import load
+
+        load(str(csvp), "xstest", "sft", where="dataset.schema")
+
+
+def test_a_few_malformed_rows_are_skipped_and_said(tmp_path):
+    rows = [{"prompt": f"q{i}"} for i in range(40)] + [{"text": "no prompt"}]
+    logs = []
+    recs = load_prompts("prompt_only", str(_jsonl(tmp_path / "p.jsonl", rows)), log=logs.append)
+    assert len(recs) == 40
+    assert logs == [f"[eval] {tmp_path / 'p.jsonl'}: 1 of 41 rows malformed (skipped), first: "
+                    f"{tmp_path / 'p.jsonl'}:41: missing field 'prompt' (has: text)"]
 
 
 def test_hub_id_without_network_is_one_clear_error(monkeypatch):

@@ -1,5 +1,5 @@
 """LLM judge and OpenAI-compatible upstream against real HTTP servers on 127.0.0.1 started here:
-one serves /v1/chat/completions from a real tiny model (tests/openai_model_server.py); another
+one serves /v1/chat/completions from a real tiny model (tests/helpers/openai_model_server.py); another
 misbehaves on purpose (500s, malformed bodies) to show that bad replies are retried or counted,
 never fatal.
 """
@@ -15,8 +15,8 @@ import pytest
 
 from lightalign.errors import UserError
 from lightalign.evaluation.cache import GenerationCache
-from lightalign.evaluation.endpoint import ChatClient, EndpointError
 from lightalign.evaluation.judge_llm import LLMJudge, parse_flask, parse_pairwise, skills_for
+from lightalign.openai_client import ChatClient, EndpointError
 
 
 @contextmanager
@@ -55,8 +55,8 @@ def lab(app_lab):
 
 @pytest.fixture(scope="module")
 def model_server(lab):
-    """The shared test server (tests/openai_model_server.py): a real tiny model behind /v1/chat/completions."""
-    from openai_model_server import ModelServer
+    """The shared test server (tests/helpers/openai_model_server.py): a real tiny model behind /v1/chat/completions."""
+    from helpers.openai_model_server import ModelServer
 
     with ModelServer(lab / "base", name="tiny") as server:
         yield server
@@ -149,27 +149,29 @@ def scripted(replies):
 def test_client_retries_server_errors_and_reports_bad_bodies_per_item(monkeypatch):
     monkeypatch.setattr("time.sleep", lambda s: None)
     with serve(scripted([(503, "busy"), (500, "oops"), (200, "fine")])) as (url, log):
-        assert ChatClient(url, "m", max_retries=2).chat([{"role": "user", "content": "hi"}]) == "fine"
+        assert ChatClient(url, "m", retries=2).chat([{"role": "user", "content": "hi"}]) == "fine"
         assert len(log) == 3
     with serve(scripted([(200, b"<html>not json</html>"), (400, "bad request")])) as (url, _):
-        c = ChatClient(url, "m", max_retries=0)
-        with pytest.raises(EndpointError, match="unexpected response shape"):
+        c = ChatClient(url, "m", retries=0)
+        with pytest.raises(EndpointError, match="not a chat-completions response"):
             c.chat([{"role": "user", "content": "hi"}])
         out = c.chat_many([[{"role": "user", "content": "a"}], [{"role": "user", "content": "b"}]])
         assert sum(isinstance(o, EndpointError) for o in out) == 1
         assert any(isinstance(o, str) and o.startswith("Factuality: 4") for o in out)
-    dead = ChatClient("http://127.0.0.1:9/v1", "m", max_retries=1, timeout=2)
+    dead = ChatClient("http://127.0.0.1:9/v1", "m", retries=1, timeout=2)
     assert isinstance(dead.chat_many([[{"role": "user", "content": "a"}]])[0], EndpointError)
 
 
 def test_api_key_comes_from_the_named_environment_variable(monkeypatch):
     monkeypatch.delenv("LA_TEST_KEY", raising=False)
     with pytest.raises(UserError, match="LA_TEST_KEY"):
-        ChatClient("http://127.0.0.1:9/v1", "m", api_key_env="LA_TEST_KEY")
+        ChatClient.from_env("http://127.0.0.1:9/v1", "m", "LA_TEST_KEY")
     monkeypatch.setenv("LA_TEST_KEY", "sk-test")
     with serve(scripted([])) as (url, log):
-        ChatClient(url, "m", api_key_env="LA_TEST_KEY").chat([{"role": "user", "content": "x"}])
+        ChatClient.from_env(url, "m", "LA_TEST_KEY").chat([{"role": "user", "content": "x"}])
+        ChatClient(url, "m").chat([{"role": "user", "content": "x"}])  # no key named: no header at all
     assert log[0]["auth"] == "Bearer sk-test" and log[0]["path"] == "/v1/chat/completions"
+    assert log[1]["auth"] is None
 
 
 def test_unparseable_and_failed_judge_replies_never_crash_a_run(lab, small_splits, tmp_path, monkeypatch):

@@ -22,7 +22,8 @@ def lab(tmp_path_factory, app_lab, small_splits):
         shutil.copytree(shared / part, root / part)
     for name in ("sft", "capability", "aligner_eval", "eval_prompts"):
         write_jsonl(root / "data" / f"{name}.jsonl", small_splits[name])
-    (root / "adapters" / "dpo" / "metrics.json").write_text("{}")  # the adapter stage's "finished" mark
+    for done in ("adapters/dpo", "aligner"):  # training's "finished" mark
+        (root / done / "metrics.json").write_text("{}")
     return root
 
 
@@ -34,8 +35,10 @@ def write_config(path, lab, out, **extra):
                     {"name": "dpo", "kind": "adapter", "adapter": str(lab / "adapters" / "dpo")},
                     {"name": "aligner", "kind": "aligner", "aligner": str(lab / "aligner")},
                     {"name": "urial", "kind": "urial"}],
-        "dataset": {"name": "lab", "path": str(lab / "data" / "eval_prompts.jsonl"), "limit": 16, "shuffle": True},
-        "judges": [{"kind": "lab", "world": str(lab / "data" / "world.json")}, {"kind": "refusal"}],
+        "dataset": {"schema": "prompt_only", "path": str(lab / "data" / "eval_prompts.jsonl"), "limit": 16,
+                    "shuffle": True},
+        "judges": [{"kind": "python", "factory": "lightalign.lab.judges:eval_judge",
+                    "options": {"world": str(lab / "data" / "world.json")}}, {"kind": "refusal"}],
         "generation": {"max_new_tokens": 12, "batch_size": 8},
         "tax": {"capability": str(lab / "data" / "capability.jsonl"), "max_docs": 12,
                 "aligner_eval": str(lab / "data" / "aligner_eval.jsonl"), "max_triples": 12},
@@ -113,11 +116,11 @@ def test_eval_cli_errors_are_one_line(lab, tmp_path, capsys):
     bad = write_config(tmp_path / "bad.yaml", lab, tmp_path / "out2",
                        systems=[{"name": "dpo", "kind": "adapter", "adapter": str(tmp_path / "no_adapter")}])
     assert main(["eval", str(bad)]) == 2
-    assert "no_adapter: not an adapter folder" in capsys.readouterr().err
+    assert "no_adapter: adapter folder does not exist" in capsys.readouterr().err
 
 
 def test_lab_report_compares_every_system_found_in_the_lab(lab, tmp_path):
-    from lightalign.evaluation.lab_report import run_lab_report
+    from lightalign.lab.report import run_lab_report
 
     root = tmp_path / "lab"
     shutil.copytree(lab, root)
@@ -137,6 +140,9 @@ def test_lab_report_compares_every_system_found_in_the_lab(lab, tmp_path):
     examples = read_jsonl(root / "report" / "urial_examples.jsonl")
     sft_prompts = {r["prompt"] for r in read_jsonl(root / "data" / "sft.jsonl")}
     assert len(examples) == 3 and all(e["prompt"] in sft_prompts for e in examples)
+    # the deprecated `eval --lab DIR` reruns the config the lab wrote (from the cache)
+    assert main(["eval", "--lab", str(root)]) == 0
+    assert json.loads((root / "report" / "report.json").read_text())["systems"] == report["systems"]
 
 
 def test_every_eval_recipe_is_a_valid_config():
@@ -145,7 +151,7 @@ def test_every_eval_recipe_is_a_valid_config():
     import lightalign.recipes as recipes
     from lightalign.config import load_config
     from lightalign.evaluation.config import EvalConfig
-    from lightalign.train_cli import resolve_recipe
+    from lightalign.training.recipe import resolve_recipe
 
     paths = sorted((Path(recipes.__file__).parent / "eval").glob("*.yaml"))
     assert len(paths) >= 4

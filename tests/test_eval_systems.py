@@ -36,7 +36,7 @@ def make_cfg(lab, tmp_path, **gen):
                     {"name": "dpo+aligner", "kind": "adapter+aligner", "adapter": str(lab / "adapters" / "dpo"),
                      "aligner": str(lab / "aligner")},
                     {"name": "urial", "kind": "urial"}],
-        "dataset": {"name": "lab", "path": "unused.jsonl"},
+        "dataset": {"path": "unused.jsonl"},
         "judges": [{"kind": "refusal"}],
         "generation": {"max_new_tokens": MAX_NEW, "batch_size": 3, **gen},
         "output": str(tmp_path), "progress": False})
@@ -160,7 +160,7 @@ def test_a_prompt_that_fails_costs_only_its_own_reply(lab, records, tmp_path, mo
 def test_config_errors_name_the_field(tmp_path):
     from lightalign.errors import UserError
 
-    base = {"base": {"path": "b"}, "dataset": {"name": "lab", "path": "x.jsonl"}, "judges": [{"kind": "refusal"}]}
+    base = {"base": {"path": "b"}, "dataset": {"path": "x.jsonl"}, "judges": [{"kind": "refusal"}]}
     cases = [
         ({"systems": [{"name": "a", "kind": "adapter"}]}, r"systems\[0\] \(a\): kind 'adapter' needs 'adapter'"),
         ({"systems": [{"name": "a", "kind": "aligner"}]}, "needs 'aligner'"),
@@ -178,3 +178,66 @@ def test_config_errors_name_the_field(tmp_path):
     for extra, msg in cases:
         with pytest.raises(UserError, match=msg):
             from_dict(EvalConfig, {**base, **extra}, source="eval.yaml")
+
+
+def _adapter(path, base, quantization=None):
+    import json
+
+    path.mkdir(parents=True)
+    (path / "adapter_config.json").write_text(json.dumps({"base_model_name_or_path": base, "peft_type": "LORA"}))
+    if quantization:
+        (path / "run_config.json").write_text(json.dumps({"model": {"name_or_path": base,
+                                                                    "quantization": quantization}}))
+    return str(path)
+
+
+def _cfg(base: dict, adapters: list[str], extra_systems=()):
+    return from_dict(EvalConfig, {
+        "base": base, "dataset": {"path": "x.jsonl"}, "judges": [{"kind": "refusal"}],
+        "systems": [{"name": "base", "kind": "base"}, *extra_systems,
+                    *({"name": f"a{i}", "kind": "adapter", "adapter": a} for i, a in enumerate(adapters))]})
+
+
+def test_adapter_folders_name_their_base_and_quantization(tmp_path):
+    from lightalign.evaluation.config import resolve_base
+
+    a = _adapter(tmp_path / "dpo", "models/base", "nf4")
+    b = _adapter(tmp_path / "sft", "models/base", "nf4")
+    got = resolve_base(_cfg({}, [a, b]))
+    assert (got.path, got.quantization) == ("models/base", "nf4")
+    # what the config says wins; an adapter without run_config.json says nothing about quantization
+    got = resolve_base(_cfg({"path": "other", "quantization": "none"}, [a]))
+    assert (got.path, got.quantization) == ("other", "none")
+    plain = _adapter(tmp_path / "plain", "models/base")
+    assert resolve_base(_cfg({}, [plain])).quantization == "none"
+
+
+def test_adapters_that_disagree_or_say_nothing_need_the_config(tmp_path):
+    from lightalign.errors import UserError
+    from lightalign.evaluation.config import resolve_base
+
+    a = _adapter(tmp_path / "dpo", "models/base", "nf4")
+    b = _adapter(tmp_path / "sft", "models/other", "none")
+    with pytest.raises(UserError, match="disagree on their base model.*set base.path"):
+        resolve_base(_cfg({}, [a, b]))
+    with pytest.raises(UserError, match="disagree on their quantization.*set base.quantization"):
+        resolve_base(_cfg({"path": "models/base"}, [a, b]))
+    with pytest.raises(UserError, match="do not name their base"):
+        resolve_base(_cfg({}, [str(tmp_path / "missing")]))
+    with pytest.raises(UserError, match="base.path is required"):
+        _cfg({}, [], [{"name": "al", "kind": "aligner", "aligner": "x"}])
+
+
+def test_systems_load_the_base_the_adapter_names(lab, records, tmp_path, monkeypatch):
+    """No base section at all: the shared model is the adapter's own base, in its training quantization."""
+    loaded = []
+    real = systems_mod.load_base_model
+    monkeypatch.setattr(systems_mod, "load_base_model", lambda *a, **k: loaded.append(a) or real(*a, **k))
+    cfg = from_dict(EvalConfig, {
+        "systems": [{"name": "base", "kind": "base"},
+                    {"name": "dpo", "kind": "adapter", "adapter": str(lab / "adapters" / "dpo")}],
+        "dataset": {"path": "unused.jsonl"}, "judges": [{"kind": "refusal"}],
+        "generation": {"max_new_tokens": MAX_NEW, "batch_size": 3}, "output": str(tmp_path), "progress": False})
+    replies = answer_all(cfg, records[:2], tmp_path / "cache.jsonl")
+    assert loaded == [(str(lab / "base"), "none", False, False)]
+    assert all(r["text"] is not None for r in replies["dpo"])

@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from lightalign.evaluation.tax import aligner_edit_metrics, doc_nll, nll_summary, paired_delta_ci
+from lightalign.evaluation.tax import aligner_edit_metrics, doc_nll, encode_document, nll_summary, paired_delta_ci
 
 
 @pytest.fixture(scope="module")
@@ -34,6 +34,33 @@ def test_doc_nll_equals_transformers_loss_and_ignores_padding(model_tok, small_s
     summary = nll_summary(sums, counts)
     assert summary["nll"] == pytest.approx(sum(sums) / sum(counts)) and summary["ppl"] == pytest.approx(
         math.exp(summary["nll"]))
+
+
+class _Tok:
+    """A tokenizer stub: one id per word, `adds_bos` like Llama's or not like Qwen's."""
+
+    def __init__(self, adds_bos: bool, bos=1, eos=2):
+        self.adds_bos, self.bos_token_id, self.eos_token_id = adds_bos, bos, eos
+
+    def __call__(self, text, add_special_tokens=True):
+        ids = [10 + len(w) for w in text.split()]
+        return {"input_ids": ([self.bos_token_id] if self.adds_bos and add_special_tokens else []) + ids}
+
+
+def test_documents_are_bos_text_eos_and_truncation_drops_the_eos():
+    text = "a bb ccc"
+    assert encode_document(_Tok(adds_bos=True), text) == [1, 11, 12, 13, 2]
+    assert encode_document(_Tok(adds_bos=False), text) == [1, 11, 12, 13, 2]  # BOS prepended when not added
+    assert encode_document(_Tok(adds_bos=False, bos=None), text) == [11, 12, 13, 2]  # no BOS token at all
+    assert encode_document(_Tok(adds_bos=True), text, max_length=3) == [1, 11, 12]  # cut: it did not end there
+
+
+def test_doc_nll_truncates_at_max_length(model_tok, small_splits):
+    model, tok = model_tok
+    text = small_splits["capability"][0]["text"]
+    full = len(encode_document(tok, text))
+    _, counts = doc_nll(model, tok, [text], max_length=full - 2)
+    assert counts == [full - 3]
 
 
 def test_paired_delta_is_zero_for_the_same_model_and_signed_otherwise():

@@ -6,15 +6,16 @@ import json
 import pytest
 
 from lightalign.io import read_jsonl
+from lightalign.loading import load_for_inference
 from lightalign.lab.judges import Judge
-from lightalign.lab.pipeline import LabConfig, build_base, load_causal_lm
+from lightalign.lab.pipeline import LabConfig, build_base
 from lightalign.lab.scores import judge_model, probe_accuracy
 
 pytestmark = pytest.mark.slow
 
 
 def test_tiny_base_learns_the_facts(tiny_lab):
-    model, tok = load_causal_lm(tiny_lab / "base")
+    model, tok = load_for_inference(str(tiny_lab / "base"))
     probes = read_jsonl(tiny_lab / "data" / "probes.jsonl")
     # The full-size lab reaches >= 90% (checked by `lightalign lab`); this 4x smaller model,
     # trained in about a minute, must still learn most facts, against < 20% untrained.
@@ -27,7 +28,7 @@ def test_tiny_base_learns_the_facts(tiny_lab):
 
 
 def test_tiny_base_is_unaligned(tiny_lab):
-    model, tok = load_causal_lm(tiny_lab / "base")
+    model, tok = load_for_inference(str(tiny_lab / "base"))
     records = read_jsonl(tiny_lab / "data" / "eval_prompts.jsonl")
     rates, replies = judge_model(model, tok, Judge.from_file(tiny_lab / "data" / "world.json"), records)
     assert rates["harmless"]["rate"] <= 0.6

@@ -39,7 +39,7 @@ def questions(small_splits):
 @pytest.fixture(scope="module")
 def upstream_url(serve_lab):
     """The upstream: the Aligner helper's real OpenAI-compatible test server over the tiny base."""
-    from openai_model_server import ModelServer
+    from helpers.openai_model_server import ModelServer
 
     with ModelServer(serve_lab / "base", name="tiny") as upstream:
         yield upstream.url
@@ -59,8 +59,8 @@ def aligner(serve_lab):
 
 
 @contextmanager
-def served(upstream, aligner, **cfg):
-    with BackgroundServer(create_app(ServeConfig(**cfg), upstream, aligner)) as srv:
+def served(upstream, aligner, limits=None, **cfg):
+    with BackgroundServer(create_app(ServeConfig(**cfg), upstream, aligner, prompt_limits=limits)) as srv:
         yield srv
 
 
@@ -68,9 +68,9 @@ def client(srv, key="unused", **kw):
     return openai.OpenAI(base_url=srv.url + "/v1", api_key=key, max_retries=0, timeout=60, **kw)
 
 
-def ask(c, question, **kw):
-    return c.chat.completions.create(model="tiny", messages=[{"role": "user", "content": question}],
-                                     max_tokens=MAX_TOKENS, **kw)
+def ask(c, question, model="tiny", **kw):
+    kw.setdefault("max_tokens", MAX_TOKENS)
+    return c.chat.completions.create(model=model, messages=[{"role": "user", "content": question}], **kw)
 
 
 @pytest.fixture(scope="module")
@@ -170,12 +170,13 @@ def test_bad_requests_get_openai_style_errors(upstream_url, aligner):
         assert e.value.status_code == 413 and e.value.body["code"] == "request_too_large"
         # a chunked upload declares no length: it is counted as it arrives
         chunks = (b"x" * 1000 for _ in range(5))
-        r = httpx.post(srv.url + "/v1/chat/completions", content=chunks)
+        r = httpx.post(srv.url + "/v1/chat/completions", content=chunks, headers={"Content-Type": "application/json"})
         assert r.status_code == 413
         with pytest.raises(openai.BadRequestError):
             c.chat.completions.create(model="tiny", messages=[])
-        r = httpx.post(srv.url + "/v1/chat/completions", content=b"{not json")
-        assert r.status_code == 400 and "error" in r.json()
+        r = httpx.post(srv.url + "/v1/chat/completions", content=b"{not json",
+                       headers={"Content-Type": "application/json"})
+        assert r.status_code == 400 and "not valid JSON" in r.json()["error"]["message"]
         assert httpx.get(srv.url + "/v1/nothing").json()["error"]["code"] == "not_found"
 
 
@@ -194,7 +195,9 @@ class FlakyUpstream:
             self.seen_auth.append(request.headers.get("authorization"))
             if self.mode == "slow":
                 await asyncio.sleep(3)
-            status = {"ok": 200, "slow": 200, "500": 500, "429": 429, "401": 401, "400": 400}[self.mode]
+            if self.mode == "hang":
+                await asyncio.sleep(600)
+            status = {"ok": 200, "slow": 200, "hang": 200, "500": 500, "429": 429, "401": 401, "400": 400}[self.mode]
             if status != 200:
                 return JSONResponse({"error": {"message": f"failure {status}"}}, status_code=status,
                                     headers={"Retry-After": "7"} if status == 429 else None)
@@ -213,26 +216,26 @@ def test_upstream_failures_become_http_errors_and_the_key_is_never_leaked(aligne
         upstream = HTTPUpstream(up_srv.url + "/v1", "flaky", api_key=key)
         with served(upstream, aligner, upstream_timeout_s=1.0) as srv:
             c = client(srv)
-            assert ask(c, questions[0]).model_extra["lightalign"]["original"] == "Paris is nice."
+            assert ask(c, questions[0], model="flaky").model_extra["lightalign"]["original"] == "Paris is nice."
             expected = {"500": (502, openai.APIStatusError), "401": (502, openai.APIStatusError),
                         "429": (429, openai.RateLimitError), "400": (400, openai.BadRequestError),
                         "slow": (504, openai.APIStatusError)}
             for mode, (status, exc) in expected.items():
                 flaky.mode = mode
                 with pytest.raises(exc) as e:
-                    ask(c, questions[0])
+                    ask(c, questions[0], model="flaky")
                 assert e.value.status_code == status, mode
                 assert key not in json.dumps(e.value.body)
                 if mode == "429":
                     assert e.value.response.headers["retry-after"] == "7"
                 # streaming requests fail the same way: before any byte of the stream
                 with pytest.raises(exc):
-                    list(ask(c, questions[0], stream=True))
+                    list(ask(c, questions[0], model="flaky", stream=True))
     assert set(flaky.seen_auth) == {f"Bearer {key}"}  # the key reached the upstream, and only there
     assert key not in caplog.text and key not in repr(upstream)
     with served(HTTPUpstream("http://127.0.0.1:9/v1", "gone"), aligner) as srv:  # nothing listens on port 9
         with pytest.raises(openai.APIStatusError) as e:
-            ask(client(srv), questions[0])
+            ask(client(srv), questions[0], model="gone")
         assert e.value.status_code == 502 and e.value.body["code"] == "upstream_unreachable"
 
 
@@ -250,8 +253,9 @@ def test_a_failing_aligner_falls_back_to_the_upstream_answer_flagged(upstream_ur
     r = raw.parse()
     original = ask(direct, questions[0]).choices[0].message.content
     assert r.choices[0].message.content == original
-    assert r.model_extra["lightalign"] == {"original": original, "changed": False,
-                                           "fallback": "aligner_error: RuntimeError"}
+    info = r.model_extra["lightalign"]
+    assert {k: info[k] for k in ("original", "changed", "fallback")} == {
+        "original": original, "changed": False, "fallback": "aligner_error: RuntimeError"}
     assert raw.headers["x-lightalign-fallback"] == "aligner_error: RuntimeError"
 
 
@@ -291,10 +295,66 @@ def test_local_model_upstream_with_adapter(serve_lab, aligner, questions):
         c = client(srv)
         originals = []
         for q in questions[:3]:
-            r = ask(c, q)
+            r = ask(c, q, model="base+dpo")
             assert r.model == "base+dpo" and r.usage.prompt_tokens > 0
             originals.append(r.model_extra["lightalign"]["original"])
             assert originals[-1] == generate_chat(model, tok, [q], max_new_tokens=MAX_TOKENS)[0]
         assert any(originals)  # the comparison is not trivially "" == ""
         with pytest.raises(openai.BadRequestError):
-            ask(c, questions[0], n=2)
+            ask(c, questions[0], model="base+dpo", n=2)
+        with pytest.raises(openai.NotFoundError) as e:  # a name this server does not serve
+            ask(c, questions[0], model="tiny")
+        assert e.value.body["code"] == "model_not_found" and e.value.body["param"] == "model"
+
+
+def _post(srv, raw: bytes, content_type="application/json"):
+    return httpx.post(srv.url + "/v1/chat/completions", content=raw, headers={"Content-Type": content_type},
+                      timeout=60)
+
+
+def test_hostile_requests_get_openai_400s_naming_the_param(server):
+    deep = b'{"model": "tiny", "messages": ' + b"[" * 100_000 + b"]" * 100_000 + b"}"
+    r = _post(server, deep)
+    assert r.status_code == 400 and r.headers["content-type"].startswith("application/json")
+    r = _post(server, b'{"model": "tiny", "messages": [{"role": "user", "content": "x\\ud800"}]}')
+    assert r.status_code == 400 and r.json()["error"]["param"] == "messages[0].content"
+    ok = {"model": "tiny", "messages": [{"role": "user", "content": "Hi"}]}
+    assert _post(server, json.dumps(ok).encode(), "text/plain").status_code == 400
+    for field, value in [("max_tokens", 0), ("temperature", 5), ("temperature", -1), ("temperature", "hot"),
+                         ("top_p", 7)]:
+        r = _post(server, json.dumps({**ok, field: value}).encode())
+        assert r.status_code == 400 and r.json()["error"]["param"] == field, (field, value)
+    r = _post(server, json.dumps({**ok, "model": "gpt-unknown"}).encode())
+    assert r.status_code == 404 and r.json()["error"]["code"] == "model_not_found"
+
+
+def test_a_prompt_longer_than_the_aligner_reads_is_refused_up_front(upstream_url, aligner, questions):
+    from lightalign.serve.backends import prompt_limits
+
+    upstream = tiny_upstream(upstream_url)
+    with served(upstream, aligner, limits=prompt_limits(upstream, aligner)) as srv:
+        c = client(srv)
+        with pytest.raises(openai.BadRequestError) as e:
+            ask(c, "word " * 180_000)  # ~900 KB, under the body cap
+        assert e.value.body["code"] == "context_length_exceeded" and e.value.body["param"] == "messages"
+        assert ask(c, questions[0]).choices[0].message.content  # the server still answers others
+        stats = httpx.get(srv.url + "/health").json()["aligner_batches"]
+    assert stats["items"] == 1  # the long prompt never reached the upstream or the Aligner
+
+
+def test_usage_and_finish_reason_describe_what_the_client_receives(server, aligner, direct, questions):
+    c = client(server)
+    q = next(q for q in questions if aligner.correct(q, ask(direct, q, max_tokens=1).choices[0].message.content
+                                                     ).changed)
+    r = ask(c, q, max_tokens=1)
+    info = r.model_extra["lightalign"]
+    text = r.choices[0].message.content
+    assert info["changed"]
+    # max_tokens bounds what the client receives: the correction is cut to one token
+    assert len(aligner.tokenizer(text, add_special_tokens=False)["input_ids"]) == 1
+    assert r.choices[0].finish_reason == "length" and r.usage.completion_tokens == 1
+    assert "upstream_usage" in info and info["upstream_finish_reason"] == "stop"
+    full = ask(c, q, max_tokens=MAX_TOKENS)
+    n = len(aligner.tokenizer(full.choices[0].message.content, add_special_tokens=False)["input_ids"])
+    assert full.model_extra["lightalign"]["changed"] and full.choices[0].finish_reason == "stop"
+    assert full.usage.completion_tokens == n

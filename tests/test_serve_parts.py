@@ -4,8 +4,9 @@ import pytest
 
 from lightalign.errors import UserError
 from lightalign.serve.app import _flag_headers, _words, question_of
-from lightalign.serve.config import ServeConfig, secret_from_env
-from lightalign.serve.errors import UpstreamError, redact
+from lightalign.openai_client import key_from_env
+from lightalign.serve.config import ServeConfig
+from lightalign.serve.errors import APIError, UpstreamError
 from lightalign.serve.upstream import HTTPUpstream
 
 
@@ -39,13 +40,12 @@ def test_secrets_never_show(monkeypatch):
     cfg = ServeConfig(api_key="topsecret")
     assert "topsecret" not in repr(cfg)
     assert "sk-1" not in repr(HTTPUpstream("http://127.0.0.1:1/v1", "m", api_key="sk-1"))
-    assert redact("Bearer sk-1 failed", ["sk-1", None]) == "Bearer *** failed"
     monkeypatch.setenv("MY_KEY", "  v  ")
-    assert secret_from_env("MY_KEY", "x") == "v"
+    assert key_from_env("MY_KEY", "x") == "v"
     monkeypatch.delenv("MY_KEY")
-    with pytest.raises(UserError, match="MY_KEY is not set") as e:
-        secret_from_env("MY_KEY", "--api-key-env")
-    assert secret_from_env("MY_KEY", "x", required=False) is None
+    with pytest.raises(UserError, match="--api-key-env: environment variable MY_KEY is not set"):
+        key_from_env("MY_KEY", "--api-key-env")
+    assert key_from_env(None) is None
 
 
 def test_flag_headers_are_single_line_ascii():
@@ -60,8 +60,60 @@ def test_config_validation_names_the_field():
         ServeConfig(max_batch_size=0).validate()
 
 
-def test_logged_upstream_url_hides_credentials():
-    from lightalign.serve.cli import _without_userinfo
+def test_upstream_url_with_credentials_is_refused_without_echoing_them():
+    with pytest.raises(UserError, match="credentials in the URL are refused") as e:
+        HTTPUpstream("https://u:pw-42@host:1/v1", "m")
+    assert "pw-42" not in str(e.value) and "https://***@host:1/v1" in str(e.value)
 
-    assert _without_userinfo("https://u:p@host:1/v1") == "https://***@host:1/v1"
-    assert _without_userinfo("http://127.0.0.1:9/v1") == "http://127.0.0.1:9/v1"
+
+def _error(fn, *args) -> APIError:
+    with pytest.raises(APIError) as e:
+        fn(*args)
+    return e.value
+
+
+def test_hostile_bodies_get_400_naming_the_field():
+    from lightalign.serve.validation import parse_json, validate_body
+
+    deep = b"[" * 100_000 + b"]" * 100_000
+    assert _error(parse_json, deep).status == 400
+    shallow_but_deep = b'{"model": "m", "messages": [], "x": ' + b"[" * 200 + b"]" * 200 + b"}"
+    assert "nests deeper" in _error(parse_json, shallow_but_deep).message
+    e = _error(parse_json, b'{"messages": [{"role": "user", "content": "a\\ud800b"}]}')
+    assert e.status == 400 and e.param == "messages[0].content"
+    ok = {"model": "m", "messages": [{"role": "user", "content": "hi"}]}
+    assert validate_body(dict(ok), 8, {"m"}) == ok
+    for field, value in [("max_tokens", 0), ("max_tokens", 1.5), ("max_tokens", True), ("temperature", 5),
+                         ("temperature", -1), ("temperature", "hot"), ("top_p", 7), ("n", 0), ("stop", 3),
+                         ("stream", "yes")]:
+        e = _error(validate_body, {**ok, field: value}, 8, {"m"})
+        assert (e.status, e.param) == (400, field), (field, value)
+    e = _error(validate_body, {**ok, "model": "other"}, 8, {"m"})
+    assert (e.status, e.code, e.param) == (404, "model_not_found", "model")
+    assert validate_body({**ok, "model": "other"}, 8, None)["model"] == "other"  # the upstream decides
+    e = _error(validate_body, {**ok, "messages": [{"role": "wizard", "content": "x"}]}, 8, {"m"})
+    assert e.param == "messages[0].role"
+
+
+def test_prompt_limit_refuses_without_tokenizing_an_oversized_prompt():
+    import asyncio
+
+    from lightalign.serve.limits import PromptLimit
+
+    seen = []
+
+    def count(text):
+        seen.append(len(text))
+        return len(text.split())
+
+    limit = PromptLimit("the model", 10, 5, count)
+    assert asyncio.run(limit.check("a b c")) == 3
+    e = None
+    try:
+        asyncio.run(limit.check("x " * 500_000))
+    except APIError as err:
+        e = err
+    assert e is not None and e.status == 400 and e.code == "context_length_exceeded"
+    assert seen == [5]  # the 1 MB prompt was never tokenized
+    with pytest.raises(APIError, match="has 12 tokens"):
+        asyncio.run(limit.check("w " * 12))

@@ -1,16 +1,19 @@
-"""Recipe sections shared by the SFT, DPO and ORPO recipes (model / lora / data / training).
+"""The recipe sections every training method shares: model / data / lora / training.
 
-Each recipe module composes these into its own `Config`; `lightalign.config.from_dict` turns the
-YAML into them and names any unknown or mistyped key. `validate()` catches values that have the
-right type but make no sense (r=0, a missing data source), before any model loads.
+SFT, DPO, ORPO and the Aligner compose these into their own `Config`; `lightalign.config.from_dict`
+turns the YAML into them and names any unknown or mistyped key. `validate()` catches values that
+have the right type but make no sense (r=0, a missing data source), before any model loads.
+A method whose defaults differ (the Aligner trains full-precision models by default) subclasses a
+section and changes only the defaults, so every method reads the same key names.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Literal, Optional, Union
 
-SCHEMAS = ("lab", "messages", "pku_saferlhf", "ultrafeedback_binarized", "hh_rlhf")
+from lightalign.errors import UserError
+from lightalign.schemas import schema_name
 
 
 @dataclass
@@ -23,7 +26,7 @@ class ModelSection:
     allow_pickle: bool = False                       # refuse .bin/.pt weights unless the user opts in
     revision: Optional[str] = None
     upcast_non_quantized: bool = True                # PEFT's prepare_model_for_kbit_training: fp32 norms/embeddings
-    attn_implementation: str = "sdpa"
+    attn_implementation: Optional[str] = "sdpa"      # null: the model's own default
 
     def validate(self):
         if not self.name_or_path.strip():
@@ -59,13 +62,20 @@ class DataSection:
     hub_id: Optional[str] = None      # e.g. PKU-Alignment/PKU-SafeRLHF (needs the dataset hub)
     hub_config: Optional[str] = None
     split: str = "train"
-    schema: Literal["lab", "messages", "pku_saferlhf", "ultrafeedback_binarized", "hh_rlhf"] = "lab"
+    schema: str = "prompt_completion"  # a name in lightalign.schemas (prompt_completion, preference, messages, ...)
     preference: Literal["safer", "better"] = "safer"   # PKU-SafeRLHF: which label picks `chosen`
+    keep_unsafe_pairs: bool = False    # PKU-SafeRLHF: keep pairs whose answers are both unsafe (skipped by default)
     max_rows: Optional[int] = None
     max_length: int = 512
     system_prompt: Optional[str] = None
 
+    VIEW = None  # the rows this method reads, when every recipe using the section reads the same
+
     def validate(self):
+        try:
+            self.schema = schema_name(self.schema, "data.schema", self.VIEW)
+        except UserError as e:
+            raise ValueError(str(e)) from None
         if bool(self.path) == bool(self.hub_id):
             raise ValueError("set exactly one of data.path (a local file) or data.hub_id (a hub dataset)")
         if self.max_length < 8:
@@ -89,16 +99,21 @@ class TrainingSection:
     gradient_checkpointing: bool = True
     seed: int = 0
     logging_steps: int = 10
-    save_steps: int = 200
+    save_steps: int = 200             # 0: no mid-run checkpoints (a killed run then starts over)
     save_total_limit: int = 2
     progress: bool = True
+    # experiment trackers, as transformers' TrainingArguments.report_to: none | tensorboard | trackio |
+    # wandb | mlflow | all, or a list of them
+    report_to: Union[str, list[str]] = "none"
 
     def validate(self):
         if self.epochs <= 0 and self.max_steps <= 0:
             raise ValueError("training.epochs or training.max_steps must be > 0")
-        for name in ("batch_size", "grad_accum", "logging_steps", "save_steps"):
+        for name in ("batch_size", "grad_accum", "logging_steps"):
             if getattr(self, name) < 1:
                 raise ValueError(f"training.{name} must be >= 1, got {getattr(self, name)}")
+        if self.save_steps < 0:
+            raise ValueError(f"training.save_steps must be >= 0 (0: no checkpoints), got {self.save_steps}")
         if self.lr <= 0:
             raise ValueError(f"training.lr must be > 0, got {self.lr}")
         if not 0 <= self.warmup_ratio < 1:
@@ -106,12 +121,10 @@ class TrainingSection:
         if self.save_total_limit < 2:
             # the newest checkpoint may be the one a crash interrupted: keep one complete one behind it
             raise ValueError(f"training.save_total_limit must be >= 2, got {self.save_total_limit}")
+        if isinstance(self.report_to, list) and not self.report_to:
+            raise ValueError("training.report_to must not be an empty list (use 'none')")
 
 
 def validate_resume(value: str) -> None:
     if not value:
         raise ValueError("resume must be 'auto', 'never' or a checkpoint folder")
-
-
-def default(factory):
-    return field(default_factory=factory)

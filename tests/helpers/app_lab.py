@@ -1,11 +1,12 @@
-"""Builders shared by the app tests (no tests here): a tiny lab folder with real tiny models.
+"""A tiny lab folder with real tiny models, shared by the app, serve and eval tests (no tests here).
 
-- data/:            the small world's eval prompts and world.json, so the judges apply;
+- data/:            the small world's eval prompts and world.json, so the lab judge applies;
 - base/:            the conftest's tiny Llama after a few SFT steps (so it answers with words);
 - adapters/dpo/:    a real PEFT LoRA adapter on it, with non-zero weights so answers differ;
 - aligner/:         a real Aligner: the tiny Llama trained for a few seconds to answer every
                     (question, answer) pair with "I do not know." (so corrections really differ
-                    from the base answer and the honesty judge can tell them apart).
+                    from the base answer and the honesty judge can tell them apart);
+- app.yaml:         the AppConfig serving all of it, as `lightalign lab` writes one.
 Builders are idempotent (keyed by folder) so several test modules share one build per session.
 """
 
@@ -14,7 +15,10 @@ from __future__ import annotations
 from contextlib import contextmanager
 from pathlib import Path
 
+import yaml
+
 ABSTAIN = "I do not know."
+LAB_JUDGE = "lightalign.lab.judges:eval_judge"
 
 
 def write_lab_data(root: Path, splits: dict, world) -> Path:
@@ -100,6 +104,21 @@ def make_abstaining_aligner(base_dir: Path, out: Path, pairs: list[tuple[str, st
     return out
 
 
+def app_settings(lab: Path) -> dict:
+    """The lab's AppConfig keys: its models, its eval prompts as examples, the lab judge (absolute paths)."""
+    lab = lab.resolve()
+    return {"base": str(lab / "base"), "adapter": str(lab / "adapters" / "dpo"), "aligner": str(lab / "aligner"),
+            "examples": str(lab / "data" / "eval_prompts.jsonl"), "judge": LAB_JUDGE,
+            "judge_options": {"world": str(lab / "data" / "world.json")}}
+
+
+def app_config(lab: Path, **overrides):
+    """AppConfig of the tiny lab in full precision; keyword arguments replace its fields."""
+    from lightalign.app.config import AppConfig
+
+    return AppConfig(**{**app_settings(lab), "quantization": "none", **overrides})
+
+
 def build_app_lab(root: Path, splits: dict, world, tiny_model_dir: Path) -> Path:
     done = root / ".built"
     if done.exists():
@@ -109,6 +128,7 @@ def build_app_lab(root: Path, splits: dict, world, tiny_model_dir: Path) -> Path
     make_lora_adapter(root / "base", root / "adapters" / "dpo")
     pairs = [(r["question"], r["answer"]) for r in splits["aligner"][:16]]
     make_abstaining_aligner(tiny_model_dir, root / "aligner", pairs)
+    (root / "app.yaml").write_text(yaml.safe_dump(app_settings(root), sort_keys=False), encoding="utf-8")
     done.write_text("ok")
     return root
 
@@ -150,12 +170,12 @@ def base_answer(lab: Path, prompt: str, max_new_tokens: int = 24) -> str:
 @contextmanager
 def launched(cfg):
     """The app launched in this process (as `lightalign app` would), closed afterwards."""
-    from lightalign.app.labdata import LabData
+    from lightalign.app.examples import Examples
     from lightalign.app.models import Models
     from lightalign.app.ui import launch
 
     models = Models(cfg)
-    demo = launch(models, LabData(cfg.lab_dir), block=False, quiet=True)
+    demo = launch(models, Examples.from_config(cfg), block=False, quiet=True)
     try:
         yield demo, demo.local_url, models
     finally:

@@ -8,7 +8,7 @@ model (e.g. a mini-lab model) on 127.0.0.1 through the standard library's HTTP s
 Replies are the model's greedy generation (lightalign.generation.generate_chat), so a test can
 check that what came over HTTP is what the model says locally. Unknown model names get a 404 and
 malformed requests a 400, with OpenAI-style {"error": {"message": ...}} bodies, as vLLM does.
-Reusable by the serve/eval helpers' tests.
+Shared by the aligner, eval and serve tests.
 """
 
 from __future__ import annotations
