@@ -12,11 +12,11 @@ Hand-written: no library predicts this from a recipe (accelerate's estimator cou
 
 from __future__ import annotations
 
-import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from lightalign.errors import UserError
+from lightalign.io import read_json_object
 
 GIB = 1024 ** 3
 LINEARS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
@@ -76,7 +76,15 @@ KNOWN = {
 }
 
 
-def arch_from_config(cfg: dict) -> Arch:
+ARCH_SIZES = ("hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads", "vocab_size")
+
+
+def arch_from_config(cfg: dict, source="config.json") -> Arch:
+    for key in ARCH_SIZES + ("num_key_value_heads", "head_dim"):  # a missing size is named below
+        value = cfg.get(key)
+        if value is None or (isinstance(value, int) and not isinstance(value, bool) and 0 < value < 2**40):
+            continue
+        raise UserError(f"{source}: {key!r} must be a positive integer, got {str(value)[:40]!r}")
     try:
         return Arch(hidden=cfg["hidden_size"], intermediate=cfg["intermediate_size"],
                     layers=cfg["num_hidden_layers"], heads=cfg["num_attention_heads"],
@@ -85,20 +93,20 @@ def arch_from_config(cfg: dict) -> Arch:
                     head_dim=cfg.get("head_dim"), qkv_bias=bool(cfg.get("attention_bias", False))
                     or cfg.get("model_type") == "qwen2")
     except KeyError as e:
-        raise UserError(f"config.json lacks {e.args[0]!r}: not a Llama-style decoder the estimator knows") from None
+        raise UserError(f"{source} lacks {e.args[0]!r}: not a Llama-style decoder the estimator knows") from None
 
 
 def resolve_arch(name_or_path: str) -> Arch:
     """config.json from a local folder, the local hub cache, or the built-in table of public configs."""
     path = Path(name_or_path) / "config.json"
     if path.exists():
-        return arch_from_config(json.loads(path.read_text(encoding="utf-8")))
+        return arch_from_config(read_json_object(path, "config.json"), path)
     try:
         from huggingface_hub import try_to_load_from_cache
 
         cached = try_to_load_from_cache(name_or_path, "config.json")
         if isinstance(cached, str):
-            return arch_from_config(json.loads(Path(cached).read_text(encoding="utf-8")))
+            return arch_from_config(read_json_object(cached, "config.json"), cached)
     except Exception:  # not a valid repo id, no cache: fall through to the table
         pass
     key = name_or_path.rstrip("/").split("/")[-1].lower().replace("meta-", "")

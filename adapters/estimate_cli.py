@@ -39,6 +39,8 @@ def run(args):
             cards = {key: CARDS[key] if key in CARDS else float(key)}
         except ValueError:
             raise UserError(f"--card: {args.card!r} is neither a size in GiB nor one of {', '.join(CARDS)}") from None
+        if not 0 < cards[key] < float("inf"):
+            raise UserError(f"--card: {args.card!r} must be a size in GiB > 0")
     else:
         cards = {f"{g} GiB": g for g in (8, 12, 16, 24, 48, 80)}
     verdicts = {name: est.fits(out["peak_bytes"], gib) for name, gib in cards.items()}

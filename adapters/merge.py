@@ -15,8 +15,12 @@ import shutil
 from pathlib import Path
 
 from lightalign import loading
+from lightalign.config import from_dict
 from lightalign.errors import UserError
+from lightalign.io import make_dir, read_json_object
 from lightalign.training.sections import ModelSection
+
+MERGE_INFO = "merge_info.json"
 
 
 def trained_model_section(adapter_dir: Path, base: str | None = None, **overrides):
@@ -24,20 +28,38 @@ def trained_model_section(adapter_dir: Path, base: str | None = None, **override
     fields = {}
     run_cfg = adapter_dir / "run_config.json"
     if run_cfg.exists():
-        fields = dict(json.loads(run_cfg.read_text(encoding="utf-8")).get("model", {}))
+        fields = read_json_object(run_cfg, "run config").get("model") or {}
+        if not isinstance(fields, dict):
+            raise UserError(f"{run_cfg}: 'model' must be a mapping, got {type(fields).__name__}")
     name = base or fields.get("name_or_path") or loading.adapter_base_name(adapter_dir)
     if not name:
         raise UserError(f"{adapter_dir}: the adapter does not name its base; pass --base")
     fields["name_or_path"] = name
     fields.update({k: v for k, v in overrides.items() if v is not None})
     known = ModelSection.__dataclass_fields__
-    return ModelSection(**{k: v for k, v in fields.items() if k in known})
+    return from_dict(ModelSection, {k: v for k, v in fields.items() if k in known}, source=str(run_cfg))
+
+
+def check_out_dir(out_dir: Path, adapter_dir: Path) -> None:
+    """The output folder is replaced when the merge completes: refuse any folder that is not an
+    earlier merge output (the adapter itself, `.`, a folder of other files) and a file in the way."""
+    if not str(out_dir).strip():
+        raise UserError("the output folder is empty: name a folder to write the merged model to")
+    if out_dir.exists() and not out_dir.is_dir():
+        raise UserError(f"{out_dir}: is a file, expected a folder for the merged model")
+    out, adapter = out_dir.resolve(), adapter_dir.resolve()
+    if out == adapter or out in adapter.parents:
+        raise UserError(f"{out_dir}: would replace the adapter {adapter_dir}; pick a new folder")
+    if out_dir.is_dir() and any(out_dir.iterdir()) and not (out_dir / MERGE_INFO).exists():
+        raise UserError(f"{out_dir}: exists and is not a merged model (no {MERGE_INFO}); pick a new folder")
+    make_dir(out_dir.parent, "its folder")
 
 
 def merge_adapter(adapter_dir: str | Path, out_dir: str | Path, base: str | None = None, dtype: str = "auto",
                   allow_pickle: bool | None = None, trust_remote_code: bool | None = None) -> Path:
     adapter_dir, out_dir = Path(adapter_dir), Path(out_dir)
     loading.check_adapter_dir(adapter_dir, bool(allow_pickle))
+    check_out_dir(out_dir, adapter_dir)
     model_cfg = trained_model_section(adapter_dir, base, allow_pickle=allow_pickle,
                                       trust_remote_code=trust_remote_code)
     out_dtype = loading.compute_dtype(dtype)
@@ -53,7 +75,7 @@ def merge_adapter(adapter_dir: str | Path, out_dir: str | Path, base: str | None
     merged.save_pretrained(str(tmp), safe_serialization=True)
     tokenizer_src = adapter_dir if (adapter_dir / "tokenizer_config.json").exists() else model_cfg.name_or_path
     loading.load_tokenizer(str(tokenizer_src), model_cfg.trust_remote_code).save_pretrained(str(tmp))
-    (tmp / "merge_info.json").write_text(json.dumps({
+    (tmp / MERGE_INFO).write_text(json.dumps({
         "adapter": str(adapter_dir), "base": model_cfg.name_or_path, "base_quantization": model_cfg.quantization,
         "dtype": str(out_dtype).replace("torch.", ""), "merged_into": "dequantized base" if
         model_cfg.quantization != "none" else "base"}, indent=2) + "\n")

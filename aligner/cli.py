@@ -14,9 +14,14 @@ JSON, a line that is not UTF-8, a missing field, an upstream failure) becomes an
 records already written (by id, or by line/item number without ids), so an interrupted run resumes;
 --retry-errors also redoes the records that ended in an error (e.g. once the input is fixed).
 
+A record whose id an earlier record already has is an error record too (resume matches by id).
+An existing --out that is not an output of this command (another JSONL, a binary) is refused, never
+cut or appended to; devices such as /dev/null are written, not resumed.
+
 Exit codes: 0 every record was corrected (or kept with a fallback reason such as "truncated");
 1 at least one record in --out is an error record; 2 a usage error (bad flag, missing file, a
-folder where a file is expected, an Aligner that cannot load): nothing is written then.
+folder where a file is expected, an Aligner that cannot load): nothing is written then; also 2
+when --out cannot be written (disk full), with the records written so far kept for a resume.
 """
 
 from __future__ import annotations
@@ -118,23 +123,45 @@ def _parse_lines(data: bytes, name: str):
 
 def read_input(path: str) -> tuple[str, list[tuple[int, dict | str]]]:
     """(name, [(line or item number, record or error message)]): JSON Lines, or a JSON array."""
-    from lightalign.io import parse_records, read_bytes
+    from lightalign.errors import UserError
+    from lightalign.io import BOMS, decode_utf8, parse_records, read_bytes
 
     if path == "-":
+        if sys.stdin is None or sys.stdin.closed:
+            raise UserError("--in -: stdin is closed; pipe records in or give --in FILE")
         name, data = "<stdin>", sys.stdin.buffer.read()
     else:
         name, data = path, read_bytes(path, "input file")
+    if any(data.startswith(bom) for bom, _ in BOMS):  # UTF-16/32 (PowerShell's `>`): read as the text it is
+        data = decode_utf8(data, name).encode("utf-8")
     if data.lstrip(b"\xef\xbb\xbf \t\r\n").startswith(b"["):
-        from lightalign.io import decode_utf8
-
         return name, list(parse_records(decode_utf8(data, name), name, json_list=True))
     return name, list(_parse_lines(data, name))
 
 
+def _id_key(value) -> str:
+    """An id as resume compares it: JSON text, object keys sorted (ids may be numbers, lists, objects)."""
+    return json.dumps(value, sort_keys=True)
+
+
 def _key(rec_or_err, lineno: int, id_field: str) -> str:
     if isinstance(rec_or_err, dict) and rec_or_err.get(id_field) is not None:
-        return json.dumps(rec_or_err[id_field])
-    return json.dumps(f"line-{lineno}")
+        return _id_key(rec_or_err[id_field])
+    return _id_key(f"line-{lineno}")
+
+
+def _flag_duplicates(parsed: list, name: str, id_field: str) -> list:
+    """Records whose id an earlier record already has become error messages: resume matches by id,
+    so a duplicate would otherwise be skipped, or overwrite the other's result, unnoticed."""
+    first: dict[str, int] = {}
+    out = []
+    for lineno, rec in parsed:
+        key = _key(rec, lineno, id_field)
+        if isinstance(rec, dict) and key in first:
+            rec = f"{name}:{lineno}: duplicate {id_field} {key[:60]} (first on line {first[key]}); give each record its own"
+        first.setdefault(key, lineno)
+        out.append((lineno, rec))
+    return out
 
 
 def _done_ids(path: str, id_field: str, retry_errors: bool = False) -> tuple[set, list[dict]]:
@@ -142,29 +169,33 @@ def _done_ids(path: str, id_field: str, retry_errors: bool = False) -> tuple[set
     with `retry_errors`, error records are removed from the file (rewritten atomically) to be redone."""
     from lightalign.io import write_jsonl
 
+    from lightalign.errors import UserError
+
     done, records = set(), []
-    if path == "-" or not os.path.exists(path):
+    if path == "-" or not os.path.isfile(path):  # /dev/null, /dev/stdout ...: nothing to resume
         return done, records
     with open(path, "rb+") as f:
         data = f.read()
         good_end = data.rfind(b"\n") + 1
+        for lineno, line in enumerate(data[:good_end].decode("utf-8", errors="replace").splitlines(), 1):
+            if line.strip():
+                try:
+                    rec = json.loads(line)
+                except (json.JSONDecodeError, RecursionError):
+                    rec = None
+                if not (isinstance(rec, dict) and "fallback" in rec):  # never cut or append to another file
+                    raise UserError(f"{path}:{lineno}: --out exists and is not an output of lightalign correct; "
+                                    "pick another file (an existing --out is resumed)")
+                records.append(rec)
         if good_end < len(data):
             f.truncate(good_end)
-    for line in data[:good_end].decode("utf-8", errors="replace").splitlines():
-        if line.strip():
-            try:
-                rec = json.loads(line)
-            except (json.JSONDecodeError, RecursionError):
-                continue
-            if isinstance(rec, dict):
-                records.append(rec)
     if retry_errors:
         kept = [r for r in records if r.get("fallback") != "error"]
         if len(kept) < len(records):
             print(f"retrying {len(records) - len(kept)} error records of {path}", file=sys.stderr)
             write_jsonl(path, kept)
             records = kept
-    done = {json.dumps(r.get(id_field)) for r in records}
+    done = {_id_key(r.get(id_field)) for r in records}
     return done, records
 
 
@@ -194,6 +225,7 @@ def _upstream(args):
 
 def _check_paths(args) -> None:
     from lightalign.errors import UserError
+    from lightalign.io import make_dir
 
     if args.in_path != "-":
         if os.path.isdir(args.in_path):
@@ -203,7 +235,9 @@ def _check_paths(args) -> None:
     for flag, path in (("--out", args.out), ("--sft-out", args.sft_out), ("--dpo-out", args.dpo_out)):
         if path and path != "-" and os.path.isdir(path):
             raise UserError(f"{path}: is a directory, expected a file to write ({flag})")
-    if args.out != "-" and os.path.abspath(args.out) == os.path.abspath(args.in_path):
+        if path and path != "-":
+            make_dir(os.path.dirname(path) or ".", f"the folder of {flag}")
+    if args.out != "-" and os.path.realpath(args.out) == os.path.realpath(args.in_path):
         raise UserError("--out must differ from --in")
 
 
@@ -214,8 +248,7 @@ def run(args) -> int:
     from lightalign.io import append_jsonl
 
     normalize_flags(args)
-    if args.batch_size < 1:
-        raise UserError("--batch-size must be >= 1")
+    _check_numbers(args)
     if not args.aligner:
         if not (args.sft_out or args.dpo_out):
             raise UserError("give --aligner PATH (or only --sft-out/--dpo-out to convert corrected records)")
@@ -225,6 +258,7 @@ def run(args) -> int:
     name, parsed = read_input(args.in_path)
     if not parsed:
         raise UserError(f"{name}: no records (an empty input)")
+    parsed = _flag_duplicates(parsed, name, args.id_field)
     done, previous = _done_ids(args.out, args.id_field, args.retry_errors)
     pending = [(lineno, rec) for lineno, rec in parsed if _key(rec, lineno, args.id_field) not in done]
     if done:
@@ -241,20 +275,35 @@ def run(args) -> int:
             for start in range(0, len(pending), args.batch_size * 4):
                 chunk = pending[start:start + args.batch_size * 4]
                 for rec in _correct_chunk(chunk, aligner, upstream, args):
-                    if args.out == "-":
-                        sys.stdout.write(json.dumps(rec, ensure_ascii=False) + "\n")
-                        sys.stdout.flush()
-                    else:
+                    if args.out != "-":
                         out = out or open(args.out, "a", encoding="utf-8")
-                        append_jsonl(out, rec)  # durable per record: a crash loses at most this one
+                    append_jsonl(out or sys.stdout, rec)  # durable per record: a crash loses at most this one
                     written.append(rec)
                     bar.update(1)
             bar.close()
     finally:
         if out is not None:
-            out.close()
+            try:
+                out.close()
+            except OSError:  # every record was flushed as written: a failed one was already reported
+                pass
     _write_w2s(written, args)
     return _summary(written, args)
+
+
+def _check_numbers(args) -> None:
+    import math
+
+    from lightalign.errors import UserError
+
+    if args.batch_size < 1:
+        raise UserError(f"--batch-size must be >= 1, got {args.batch_size}")
+    if args.max_new_tokens is not None and args.max_new_tokens < 1:
+        raise UserError(f"--max-new-tokens must be >= 1, got {args.max_new_tokens}")
+    if not (math.isfinite(args.timeout) and args.timeout > 0):
+        raise UserError(f"--timeout must be a number of seconds > 0, got {args.timeout}")
+    if args.retries < 0:
+        raise UserError(f"--retries must be >= 0, got {args.retries}")
 
 
 def _summary(written: list[dict], args) -> int:
@@ -276,7 +325,7 @@ def _load_aligner(args):
     from lightalign.aligner.model import Aligner
 
     kwargs = {}
-    if args.max_new_tokens:
+    if args.max_new_tokens is not None:
         kwargs["max_new_tokens"] = args.max_new_tokens
     return Aligner.from_pretrained(args.aligner, template=args.template, trust_remote_code=args.trust_remote_code,
                                    allow_pickle=args.allow_pickle, device=args.device, **kwargs)
@@ -300,6 +349,8 @@ def _correct_chunk(chunk, aligner, upstream, args) -> list[dict]:
             outs[k] = _error(rec, f"line {lineno}: missing or non-string field {qf!r}")
         elif isinstance(rec.get(af), str):
             to_correct.append((k, q, rec[af]))
+        elif rec.get(af) is not None:
+            outs[k] = _error(rec, f"line {lineno}: field {af!r} must be a string, got {type(rec[af]).__name__}")
         elif upstream is not None:
             need_answer.append((k, q))
         else:

@@ -207,7 +207,7 @@ def _run_stage(cfg: Config, model, tokenizer, arch: str, rows: list, eval_rows: 
         t, runs.checkpoint_dir(stage_dir), loading.compute_dtype(cfg.model.compute_dtype), TrainingArguments,
         num_train_epochs=epochs, learning_rate=lr, per_device_eval_batch_size=t.batch_size,
         eval_strategy="epoch" if eval_rows else "no", remove_unused_columns=False,
-        gradient_checkpointing=False, gradient_checkpointing_kwargs=None,  # load_model set it on the model
+        activation_checkpointing=False, activation_checkpointing_kwargs=None,  # load_model set it on the model
     )
     tokenizer.padding_side = "right"  # training pads on the right; batched generation pads on the left
     collator = DataCollatorForSeq2Seq(tokenizer, model=model if arch == "seq2seq" else None,

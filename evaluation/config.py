@@ -39,6 +39,14 @@ class BaseModel:
     allow_pickle: bool = False  # refuse pytorch_model.bin unless the user opts in
 
 
+def check_min(obj, where: str, **minimums) -> None:
+    """Each named number of `obj` (None allowed: unset) must be >= its minimum."""
+    for name, low in minimums.items():
+        value = getattr(obj, name)
+        if value is not None and not value >= low:  # `not >=` also refuses NaN
+            raise ValueError(f"{where}{name} must be >= {low}, got {value}")
+
+
 @dataclass
 class Endpoint:
     """An OpenAI-compatible server: `url` is the base (…/v1), the client posts to url/chat/completions."""
@@ -56,6 +64,9 @@ class Endpoint:
             raise ValueError(f"{where}.url must start with http:// or https://, got {self.url!r}")
         if not self.model:
             raise ValueError(f"{where}.model is required")
+        check_min(self, f"{where}.", max_retries=0, concurrency=1)
+        if not self.timeout > 0:
+            raise ValueError(f"{where}.timeout must be > 0 seconds, got {self.timeout}")
 
 
 @dataclass
@@ -106,6 +117,7 @@ class Dataset:
             self.schema = schemas.schema_name(self.schema, "dataset.schema", "prompts")
         except UserError as e:
             raise ValueError(str(e)) from None
+        check_min(self, "dataset.", limit=1)
 
 
 @dataclass
@@ -121,6 +133,7 @@ class Judge:
 
     def check(self, i: int) -> None:
         where = f"judges[{i}] ({self.kind})"
+        check_min(self, f"{where}: ", batch_size=1)
         if self.kind == "python" and not self.factory:
             raise ValueError(f"{where}: needs 'factory' (\"package.module:callable\" returning the judge)")
         if self.kind != "python" and (self.factory or self.options):
@@ -146,6 +159,9 @@ class Generation:
     temperature: float = 0.0  # 0 = greedy (reproducible, and cacheable)
     aligner_batch_size: int = 16
 
+    def validate(self) -> None:
+        check_min(self, "generation.", max_new_tokens=1, batch_size=1, aligner_batch_size=1, temperature=0)
+
 
 @dataclass
 class Tax:
@@ -156,6 +172,9 @@ class Tax:
     batch_size: int = 8
     aligner_eval: str | None = None  # triples ({"question","answer","correction"}, or any schema that gives them)
     max_triples: int | None = None
+
+    def validate(self) -> None:
+        check_min(self, "tax.", max_docs=1, max_length=8, batch_size=1, max_triples=1)
 
 
 @dataclass

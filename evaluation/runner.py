@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import time
-from pathlib import Path
 
 from lightalign import schemas
-from lightalign.io import read_jsonl, write_jsonl
+from lightalign.io import make_dir, read_jsonl, write_jsonl
 
 
 def run_eval(cfg, log=print) -> dict:
@@ -16,11 +15,10 @@ def run_eval(cfg, log=print) -> dict:
     from lightalign.evaluation.systems import Systems
 
     t0 = time.time()
-    out = Path(cfg.output)
+    out = make_dir(cfg.output, "the output folder (output)")  # before any model loads
     say = log or (lambda _msg: None)
     records = load_dataset_config(cfg.dataset, log=say)
     say(f"[eval] {len(records)} prompts from {cfg.dataset.path} x {len(cfg.systems)} systems")
-    out.mkdir(parents=True, exist_ok=True)
     cache = GenerationCache(out / "cache.jsonl")
     systems = Systems(cfg, cache)
     try:

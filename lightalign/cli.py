@@ -49,6 +49,16 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _silence_stdout() -> None:
+    """Point stdout at /dev/null so the interpreter's final flush of unwritable output raises nothing."""
+    import os
+
+    try:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    except (OSError, ValueError, AttributeError):
+        pass
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -70,6 +80,13 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except FileNotFoundError as e:
         sys.stderr.write(f"lightalign {args.command}: error: {e.filename or e}: file not found\n")
+        return 2
+    except BrokenPipeError:  # `lightalign ... | head`: the reader left; nothing to report
+        _silence_stdout()
+        return 141
+    except OSError as e:  # disk full, permission denied, read-only folder: the system's reason, one line
+        where = f"{e.filename}: " if e.filename else ""
+        sys.stderr.write(f"lightalign {args.command}: error: {where}{e.strerror or e}\n")
         return 2
     except KeyboardInterrupt:
         sys.stderr.write(f"lightalign {args.command}: interrupted (finished work is kept; run again to resume)\n")

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
+import reprlib
 import types
 import typing
 from pathlib import Path
@@ -22,18 +24,47 @@ from lightalign.io import read_text
 
 T = TypeVar("T")
 
+MAX_INT = 2**63 - 1  # what torch, numpy and JSON readers downstream can hold
+
+
+# A recipe is a few hundred values; aliases that expand past this are a "billion laughs" bomb.
+MAX_YAML_NODES = 100_000
+
+
+def _expanded_size(node, memo: dict) -> int:
+    """How many nodes `node` stands for once every alias is expanded (aliases share node objects)."""
+    if id(node) not in memo:
+        memo[id(node)] = 0  # a recursive alias counts as small here; from_dict then refuses its type
+        if isinstance(node, yaml.SequenceNode):
+            size = 1 + sum(_expanded_size(n, memo) for n in node.value)
+        elif isinstance(node, yaml.MappingNode):
+            size = 1 + sum(_expanded_size(k, memo) + _expanded_size(v, memo) for k, v in node.value)
+        else:
+            size = 1
+        memo[id(node)] = min(size, MAX_YAML_NODES + 1)
+    return memo[id(node)]
+
+
+def parse_yaml(text: str, source) -> Any:
+    """yaml.safe_load with one-line errors naming `source`, refusing alias bombs and deep nesting."""
+    try:
+        node = yaml.compose(text, Loader=yaml.SafeLoader)
+        if node is not None and _expanded_size(node, {}) > MAX_YAML_NODES:
+            raise UserError(f"{source}: YAML expands to more than {MAX_YAML_NODES} values "
+                            "(anchors and aliases nested into a bomb?)")
+        return yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f"{source}:{mark.line + 1}" if mark else str(source)
+        raise UserError(f"{where}: invalid YAML: {getattr(e, 'problem', e)}") from None
+    except RecursionError:
+        raise UserError(f"{source}: YAML nested too deeply") from None
+
 
 def read_yaml(path: str | Path) -> dict:
     path = Path(path)
-    if not path.exists():
-        raise UserError(f"{path}: recipe not found")
-    text = read_text(path, "recipe")  # a folder or a non-UTF-8 file: one line naming it
-    try:
-        data = yaml.safe_load(text) or {}
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        where = f"{path}:{mark.line + 1}" if mark else str(path)
-        raise UserError(f"{where}: invalid YAML: {getattr(e, 'problem', e)}") from None
+    text = read_text(path, "recipe")  # missing, a folder, a FIFO or not UTF-8: one line naming it
+    data = parse_yaml(text, path) or {}
     if not isinstance(data, dict):
         raise UserError(f"{path}: a recipe must be a mapping of keys to values")
     return data
@@ -47,15 +78,26 @@ def apply_overrides(data: dict, overrides: list[str], source: str = "command lin
         key, raw = item.split("=", 1)
         node = data
         parts = key.strip().split(".")
+        if not all(p.strip() for p in parts):
+            raise UserError(f"{source}: override {item!r}: the key must be dotted names like lora.r")
         for p in parts[:-1]:
             node = node.setdefault(p, {})
             if not isinstance(node, dict):
                 raise UserError(f"{source}: override {key!r}: {p!r} is not a section")
         try:
-            node[parts[-1]] = yaml.safe_load(raw) if raw != "" else ""
-        except yaml.YAMLError:
+            node[parts[-1]] = parse_yaml(raw, f"{source}: override {key!r}") if raw != "" else ""
+        except UserError:
             node[parts[-1]] = raw
     return data
+
+
+def _short(value: Any) -> str:
+    """repr() cut to one readable line: an error message never prints a whole (or a bomb-sized) value."""
+    short = reprlib.Repr()
+    short.maxstring = short.maxother = short.maxlong = 40
+    short.maxlevel, short.maxlist, short.maxdict = 2, 3, 3
+    text = short.repr(value)
+    return text if len(text) <= 100 else text[:97] + "..."
 
 
 def _type_name(tp: Any) -> str:
@@ -82,44 +124,54 @@ def _coerce(value: Any, tp: Any, field: str, source: str) -> Any:
     if origin is Literal:
         if value not in get_args(tp):
             choices = ", ".join(repr(a) for a in get_args(tp))
-            raise UserError(f"{source}: field {field!r} must be one of {choices}, got {value!r}")
+            raise UserError(f"{source}: field {field!r} must be one of {choices}, got {_short(value)}")
         return value
     if dataclasses.is_dataclass(tp):
         if not isinstance(value, dict):
-            raise UserError(f"{source}: section {field!r} must be a mapping, got {value!r}")
+            raise UserError(f"{source}: section {field!r} must be a mapping, got {_short(value)}")
         return _build(tp, value, source, prefix=field + ".")
     if origin in (list, tuple):
         if not isinstance(value, (list, tuple)):
-            raise UserError(f"{source}: field {field!r} expects a list, got {value!r}")
+            raise UserError(f"{source}: field {field!r} expects a list, got {_short(value)}")
         (item_tp, *_) = get_args(tp) or (Any,)
         return [_coerce(v, item_tp, f"{field}[{i}]", source) for i, v in enumerate(value)]
     if origin is dict or tp is dict:
         if not isinstance(value, dict):
-            raise UserError(f"{source}: field {field!r} expects a mapping, got {value!r}")
+            raise UserError(f"{source}: field {field!r} expects a mapping, got {_short(value)}")
         return dict(value)
     if tp is bool:
         if isinstance(value, bool):
             return value
-        raise UserError(f"{source}: field {field!r} expects true/false, got {value!r}")
+        raise UserError(f"{source}: field {field!r} expects true/false, got {_short(value)}")
     if tp is float:
+        number = None
         if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
-        if isinstance(value, str):  # YAML reads "1e-4" (no dot) as a string
             try:
-                return float(value)
+                number = float(value)
+            except OverflowError:  # an int past float's range
+                number = math.inf
+        elif isinstance(value, str):  # YAML reads "1e-4" (no dot) as a string
+            try:
+                number = float(value)
             except ValueError:
                 pass
-        raise UserError(f"{source}: field {field!r} expects a number, got {value!r}")
+        if number is not None and not math.isfinite(number):
+            raise UserError(f"{source}: field {field!r} expects a finite number, got {_short(value)}")
+        if number is not None:
+            return number
+        raise UserError(f"{source}: field {field!r} expects a number, got {_short(value)}")
     if tp is int:
         if isinstance(value, int) and not isinstance(value, bool):
+            if abs(value) > MAX_INT:
+                raise UserError(f"{source}: field {field!r} is out of range (|value| <= 2**63-1), got {_short(value)}")
             return value
-        raise UserError(f"{source}: field {field!r} expects an integer, got {value!r}")
+        raise UserError(f"{source}: field {field!r} expects an integer, got {_short(value)}")
     if tp is str:
         if isinstance(value, str):
             return value
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             return str(value)
-        raise UserError(f"{source}: field {field!r} expects a string, got {value!r}")
+        raise UserError(f"{source}: field {field!r} expects a string, got {_short(value)}")
     raise UserError(f"{source}: field {field!r}: unsupported type {_type_name(tp)}")
 
 

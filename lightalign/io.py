@@ -8,7 +8,9 @@ when there is one).
 
 from __future__ import annotations
 
+import codecs
 import csv
+import errno
 import gzip
 import io
 import json
@@ -25,9 +27,17 @@ COMPRESSED = (".gz", ".xz")
 
 def _check_file(path: Path, what: str) -> None:
     if not path.exists():
+        if path.is_symlink():
+            raise UserError(f"{path}: {what} not found (a broken symlink or a symlink loop)")
         raise UserError(f"{path}: {what} not found")
     if path.is_dir():
         raise UserError(f"{path}: is a directory, expected a {what}")
+    if not path.is_file():  # a FIFO or a device: reading it could block forever
+        raise UserError(f"{path}: not a regular file (a pipe or a device), expected a {what}; save it to a file")
+
+
+# Compressed files are recognised by their first bytes, so a .gz saved under another name still reads.
+MAGIC = {b"\x1f\x8b": gzip.decompress, b"\xfd7zXZ\x00": lzma.decompress}
 
 
 def read_bytes(path: str | os.PathLike, what: str = "file") -> bytes:
@@ -35,20 +45,36 @@ def read_bytes(path: str | os.PathLike, what: str = "file") -> bytes:
     path = Path(path)
     _check_file(path, what)
     try:
+        data = path.read_bytes()
         if path.suffix == ".gz":
-            return gzip.decompress(path.read_bytes())
+            return gzip.decompress(data)
         if path.suffix == ".xz":
-            return lzma.decompress(path.read_bytes())
-        return path.read_bytes()
+            return lzma.decompress(data)
+        for magic, decompress in MAGIC.items():
+            if data.startswith(magic):
+                return decompress(data)
+        return data
     except (gzip.BadGzipFile, lzma.LZMAError, EOFError) as e:
-        raise UserError(f"{path}: not a valid {path.suffix[1:]} file ({e})") from None
+        kind = path.suffix[1:] if path.suffix in COMPRESSED else "compressed"
+        raise UserError(f"{path}: not a valid {kind} file ({e})") from None
     except OSError as e:
         raise UserError(f"{path}: cannot read: {e.strerror or e}") from None
 
 
+# Byte-order marks of the UTF-16/32 files some editors and shells (PowerShell's `>`) write.
+BOMS = ((codecs.BOM_UTF32_LE, "utf-32"), (codecs.BOM_UTF32_BE, "utf-32"),
+        (codecs.BOM_UTF16_LE, "utf-16"), (codecs.BOM_UTF16_BE, "utf-16"))
+
+
 def decode_utf8(data: bytes, source) -> str:
-    """UTF-8 text (a leading byte-order mark dropped); bytes that are not UTF-8 are a UserError naming
-    the line and offset, not a traceback."""
+    """UTF-8 text (a leading byte-order mark dropped; UTF-16/32 read when their mark says so); bytes
+    that are not UTF-8 are a UserError naming the line and offset, not a traceback."""
+    for bom, encoding in BOMS:
+        if data.startswith(bom):
+            try:
+                return data.decode(encoding)
+            except UnicodeDecodeError as e:
+                raise UserError(f"{source}: not valid {encoding.upper()} text (offset {e.start})") from None
     try:
         return data.decode("utf-8-sig")
     except UnicodeDecodeError as e:
@@ -60,6 +86,22 @@ def decode_utf8(data: bytes, source) -> str:
 def read_text(path: str | os.PathLike, what: str = "file") -> str:
     """A UTF-8 text file (.gz/.xz decompressed), with one-line errors for every way reading can fail."""
     return decode_utf8(read_bytes(path, what), Path(path))
+
+
+def read_json_object(path: str | os.PathLike, what: str = "file") -> dict:
+    """A JSON file holding one object (config.json, adapter_config.json, run_config.json ...), with
+    one-line errors for every way it can be broken."""
+    path = Path(path)
+    text = read_text(path, what)
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise UserError(f"{path}:{e.lineno}: invalid JSON: {e.msg}") from None
+    except RecursionError:
+        raise UserError(f"{path}: JSON nested too deeply") from None
+    if not isinstance(data, dict):
+        raise UserError(f"{path}: expected a JSON object, got {type(data).__name__}")
+    return data
 
 
 def parse_records(text: str, source, json_list: bool = False) -> Iterator[tuple[int, dict]]:
@@ -164,28 +206,49 @@ def require_fields(row: dict, fields: Iterable[str], where: str) -> None:
             raise UserError(f"{where}: field {name!r} must be a string, got {type(row[name]).__name__}")
 
 
+def make_dir(path: str | os.PathLike, what: str = "the output folder") -> Path:
+    """Create the folder `path` (and its parents); an empty path, a file in the way or a folder that
+    cannot be written is a UserError naming it."""
+    if not str(path).strip():
+        raise UserError(f"{what.removeprefix('the ')} is empty: name a folder to write to")
+    path = Path(path)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError):
+        raise UserError(f"{path}: cannot create {what}: a file is in the way") from None
+    except OSError as e:
+        raise UserError(f"{path}: cannot create {what}: {e.strerror or e}") from None
+    if not os.access(path, os.W_OK | os.X_OK):
+        raise UserError(f"{path}: {what} is not writable")
+    return path
+
+
 def _prepare_output(path: Path) -> None:
+    if not str(path).strip():
+        raise UserError("output file is empty: name a file to write to")
     if path.is_dir():
         raise UserError(f"{path}: is a directory, expected a file to write")
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-    except (FileExistsError, NotADirectoryError):
-        raise UserError(f"{path}: cannot create its folder: a file is in the way") from None
+    make_dir(path.parent, "its folder")
 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:
     """Write via a temp file in the same folder + os.replace, so a crash never leaves half a file."""
     path = Path(path)
     _prepare_output(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    except OSError as e:
+        raise UserError(f"{path}: cannot write: {e.strerror or e}") from None
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             f.write(text)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         Path(tmp).unlink(missing_ok=True)
+        if isinstance(e, OSError):  # disk full, a device or a folder at `path`: the file is left as it was
+            raise UserError(f"{path}: cannot write: {e.strerror or e}") from None
         raise
 
 
@@ -198,7 +261,17 @@ def write_json(path: str | os.PathLike, obj: Any) -> None:
 
 
 def append_jsonl(f, row: dict) -> None:
-    """Append one record to an open file and make it durable: batch jobs resume from what is here."""
-    f.write(json.dumps(row, ensure_ascii=False) + "\n")
-    f.flush()
-    os.fsync(f.fileno())
+    """Append one record to an open file (or stdout) and make it durable: batch jobs resume from what
+    is here. A write that fails (disk full, closed pipe) is a UserError naming the file."""
+    try:
+        f.write(json.dumps(row, ensure_ascii=False) + "\n")
+        f.flush()
+        try:
+            os.fsync(f.fileno())
+        except OSError as e:
+            if e.errno not in (errno.EINVAL, errno.ENOTSUP):  # a pipe, a terminal, /dev/null: nothing to sync
+                raise
+    except BrokenPipeError:
+        raise
+    except OSError as e:
+        raise UserError(f"{getattr(f, 'name', 'output')}: cannot write: {e.strerror or e}") from None

@@ -10,14 +10,13 @@ training, so it is never picked automatically).
 
 from __future__ import annotations
 
-import json
 import logging
 import re
 from pathlib import Path
 from types import SimpleNamespace
 
 from lightalign.errors import UserError
-from lightalign.io import read_text
+from lightalign.io import read_json_object
 
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
 # Tokens that real checkpoints reserve for padding, tried before adding a new one.
@@ -83,12 +82,7 @@ def check_model_source(name_or_path: str, trust_remote_code: bool = False, allow
             raise UserError(f"{what}: {name_or_path}: no *.safetensors weights found")
     cfg = path / "config.json"
     if cfg.exists():  # read here, so a broken config.json is one line naming it, not a traceback later
-        try:
-            config = json.loads(read_text(cfg, "config.json"))
-        except json.JSONDecodeError as e:
-            raise UserError(f"{cfg}:{e.lineno}: invalid JSON: {e.msg}") from None
-        if not isinstance(config, dict):
-            raise UserError(f"{cfg}: expected a JSON object")
+        config = read_json_object(cfg, "config.json")
     if cfg.exists() and not trust_remote_code:
         auto_map = config.get("auto_map")
         if auto_map:
@@ -280,7 +274,7 @@ def adapter_base_name(adapter_dir: str | Path) -> str | None:
     cfg = Path(adapter_dir) / "adapter_config.json"
     if not cfg.exists():
         return None
-    return json.loads(cfg.read_text(encoding="utf-8")).get("base_model_name_or_path")
+    return read_json_object(cfg, "adapter_config.json").get("base_model_name_or_path")
 
 
 def model_spec(name_or_path: str, quantization: str = "none", compute_dtype: str = "auto",

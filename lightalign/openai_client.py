@@ -50,7 +50,11 @@ def base_url(url: str, what: str = "url") -> str:
     """The base URL requests are sent under (see the module docstring); refuses embedded credentials."""
     if not isinstance(url, str) or not url.strip():
         raise UserError(f"{what}: give a URL such as http://127.0.0.1:8000/v1")
-    parts = urlsplit(url.strip())
+    try:
+        parts = urlsplit(url.strip())
+        parts.port  # noqa: B018 - a port out of range or not a number raises here
+    except ValueError as e:  # "Invalid IPv6 URL", "Port out of range 0-65535"
+        raise UserError(f"{what} {_redact_url(url)!r}: not a valid URL ({e})") from None
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise UserError(f"{what} {_redact_url(url)!r}: give an http(s) URL such as http://127.0.0.1:8000/v1")
     if parts.username is not None or parts.password is not None:

@@ -91,12 +91,16 @@ class Example:
 # ---- field readers (raise BadRow) --------------------------------------------------------------
 
 def _has(row: dict) -> str:
-    return ", ".join(sorted(map(str, row))) or "nothing"
+    names = sorted(str(k)[:40] for k in row)
+    more = f", ... ({len(names)} fields)" if len(names) > 12 else ""
+    return (", ".join(names[:12]) + more) or "nothing"
 
 
 def _text(row: dict, name: str, allow_empty: bool = False) -> str:
-    if name not in row or row[name] is None:
+    if name not in row:
         raise BadRow(f"missing field {name!r} (has: {_has(row)})")
+    if row[name] is None:
+        raise BadRow(f"field {name!r} is null, expected a string")
     if not isinstance(row[name], str):
         raise BadRow(f"field {name!r} must be a string, got {type(row[name]).__name__}")
     if not allow_empty and not row[name].strip():
@@ -162,7 +166,7 @@ def _flag(row: dict, name: str, required: bool) -> bool | None:
         return bool(value)
     if isinstance(value, str) and value.strip().lower() in ("true", "false", "1", "0", "yes", "no"):
         return value.strip().lower() in ("true", "1", "yes")
-    raise BadRow(f"field {name!r} must be true/false, got {value!r}")
+    raise BadRow(f"field {name!r} must be true/false, got {str(value)[:40]!r}")
 
 
 def last_user_text(prompt: list[dict]) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 from lightalign.errors import UserError
@@ -29,6 +30,6 @@ class ServeConfig:
                      "max_tokens_limit", "stream_chunk_words"):
             if getattr(self, name) < 1:
                 raise UserError(f"serve config: {name} must be >= 1, got {getattr(self, name)}")
-        if self.max_wait_ms < 0 or self.upstream_timeout_s <= 0:
-            raise UserError("serve config: max_wait_ms must be >= 0 and upstream_timeout_s > 0")
+        if not (0 <= self.max_wait_ms < math.inf and 0 < self.upstream_timeout_s < math.inf):  # NaN fails too
+            raise UserError("serve config: max_wait_ms must be >= 0 and upstream_timeout_s > 0 (finite numbers)")
 

@@ -135,5 +135,29 @@ def test_unknown_model_is_a_user_error():
 
     with pytest.raises(UserError, match="not a known model"):
         resolve_arch("someone/unknown-model-3b")
-    assert isinstance(resolve_arch("meta-llama/Llama-3.1-8B-Instruct"), Arch)
+    assert resolve_arch("meta-llama/Llama-3.1-8B-Instruct") == KNOWN["llama-3.1-8b"]
     assert resolve_arch("Qwen/Qwen2.5-1.5B-Instruct") == KNOWN["qwen2.5-1.5b"]
+
+
+@pytest.mark.parametrize("card", ["nan", "-5", "0", "inf"])
+def test_a_card_size_that_is_not_positive_is_a_usage_error(card, capsys):
+    recipe = REPO / "recipes" / "gpu" / "llama3.1-8b-24gb-sft.yaml"
+    assert _estimate_cli(str(recipe), "--card", card) == 2
+    assert "--card" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("content,needle", [
+    (b"\xff\xfe{", "not valid UTF-16 text"),
+    (b"[1]", "expected a JSON object, got list"),
+    (b'{"hidden_size": 64, "intermediate_size": 1, "num_hidden_layers": 1e30, "num_attention_heads": 4, '
+     b'"vocab_size": 10}', "'num_hidden_layers' must be a positive integer"),
+    (b'{"hidden_size": 64, "intermediate_size": 1, "num_hidden_layers": 2, "num_attention_heads": 0, '
+     b'"vocab_size": 10}', "'num_attention_heads' must be a positive integer"),
+])
+def test_a_broken_config_json_is_named_not_a_traceback(tmp_path, content, needle):
+    from lightalign.adapters.estimate import resolve_arch
+    from lightalign.errors import UserError
+
+    (tmp_path / "config.json").write_bytes(content)
+    with pytest.raises(UserError, match=rf"config.json: .*{needle}|config.json: {needle}"):
+        resolve_arch(str(tmp_path))

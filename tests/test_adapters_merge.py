@@ -54,3 +54,30 @@ def test_merge_refuses_a_folder_without_adapter(tmp_path):
     from lightalign.cli import main
 
     assert main(["merge", str(tmp_path), str(tmp_path / "out")]) == 2
+
+
+def test_merge_never_replaces_a_folder_that_is_not_a_merge_output(adapter, capsys):
+    from lightalign.cli import main
+
+    tmp, _, adapter_dir = adapter
+    keep = tmp / "keep"
+    keep.mkdir()
+    (keep / "notes.txt").write_text("precious")
+    (tmp / "afile").write_text("x")
+    for out, needle in ((keep, "exists and is not a merged model"), (adapter_dir, "would replace the adapter"),
+                        (adapter_dir.parent, "would replace the adapter"), (tmp / "afile", "is a file"),
+                        (tmp / "afile" / "m", "a file is in the way")):
+        assert main(["merge", str(adapter_dir), str(out)]) == 2
+        assert needle in capsys.readouterr().err
+    assert (keep / "notes.txt").read_text() == "precious" and (adapter_dir / "adapter_config.json").exists()
+
+
+def test_a_broken_run_config_is_named(tmp_path):
+    from lightalign.adapters.merge import trained_model_section
+    from lightalign.errors import UserError
+
+    for text, needle in (("{", r"run_config.json:1: invalid JSON"), ('{"model": [1]}', "'model' must be a mapping"),
+                         ('{"model": {"name_or_path": ["x"]}}', "field 'name_or_path' expects a string")):
+        (tmp_path / "run_config.json").write_text(text)
+        with pytest.raises(UserError, match=needle):
+            trained_model_section(tmp_path)

@@ -122,3 +122,24 @@ def test_resume_never_starts_over(setup, tiny_model_dir):
     out = sft.train(dataclasses.replace(cfg, resume="never"))
     assert json.loads((out / "metrics.json").read_text())["resumed_from"] is None
     assert runs.is_complete(out)
+
+
+def test_output_dir_problems_are_named_before_training(tmp_path):
+    from dataclasses import replace
+
+    from lightalign.adapters.sft import Config
+    from lightalign.config import from_dict
+    from lightalign.errors import UserError
+    from lightalign.training import runs
+
+    cfg = from_dict(Config, {"model": {"name_or_path": "m"}, "data": {"path": "d.jsonl"},
+                             "output_dir": str(tmp_path / "run")})
+    (tmp_path / "afile").write_text("x")
+    for output_dir, needle in (("", "output_dir is empty"), (str(tmp_path / "afile"), "a file is in the way"),
+                               (str(tmp_path / "afile" / "run"), "a file is in the way")):
+        with pytest.raises(UserError, match=needle):
+            runs.prepare_run(replace(cfg, output_dir=output_dir), "sft")
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "run_config.json").write_text('{"method": "sft", "model": ')  # torn
+    with pytest.raises(UserError, match=r"run_config.json:1: invalid JSON.*set resume=never"):
+        runs.prepare_run(cfg, "sft")

@@ -189,3 +189,49 @@ def test_old_flag_spellings_still_work_with_a_notice(tmp_path, aligner_dir, tiny
     assert "--upstream-name is deprecated, use --upstream-model" in err
     assert "--api-key-env is deprecated, use --upstream-key-env" in err
     assert "LA_UNSET_VAR_XYZ is not set" in err
+
+
+def test_duplicate_ids_become_error_records_and_object_ids_work(tmp_path, aligner_dir, capsys):
+    inp, out = tmp_path / "in.jsonl", tmp_path / "out.jsonl"
+    rows = [dict(ROWS[0], id={"a": 1, "b": 2}), dict(ROWS[1], id=1), dict(ROWS[5], id={"b": 2, "a": 1}),
+            dict(ROWS[0], id=1)]
+    inp.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    assert _run(aligner_dir, inp, out) == 1
+    err = capsys.readouterr().err
+    assert f"{inp}:3: duplicate id" in err and f"{inp}:4: duplicate id 1 (first on line 2)" in err
+    recs = _read(out)
+    assert [r.get("error") is None for r in recs] == [True, True, False, False]
+    assert _run(aligner_dir, inp, out) == 1 and len(_read(out)) == 4  # a resume redoes nothing
+
+
+def test_utf16_input_is_read_and_bad_numbers_are_usage_errors(tmp_path, aligner_dir, capsys):
+    inp, out = tmp_path / "in.jsonl", tmp_path / "out.jsonl"
+    inp.write_bytes("".join(json.dumps(r) + "\n" for r in ROWS[:2]).encode("utf-16"))  # PowerShell's `>`
+    assert _run(aligner_dir, inp, out) == 0 and len(_read(out)) == 2
+    for flag, value in (("--max-new-tokens", "0"), ("--max-new-tokens", "-1"), ("--batch-size", "0"),
+                        ("--timeout", "nan"), ("--retries", "-1")):
+        assert _run(aligner_dir, inp, tmp_path / "o2.jsonl", flag, value) == 2
+        assert f"{flag} must be" in capsys.readouterr().err
+    assert not (tmp_path / "o2.jsonl").exists()
+
+
+def test_out_paths_devices_and_foreign_files(tmp_path, aligner_dir, capsys):
+    inp = tmp_path / "in.jsonl"
+    inp.write_text(json.dumps(ROWS[0]) + "\n")
+    assert _run(aligner_dir, inp, tmp_path / "new" / "sub" / "out.jsonl") == 0  # missing folders are made
+    assert _run(aligner_dir, inp, "/dev/null") == 0  # a device is not resumed (reading /dev/full never ends)
+    assert _run(aligner_dir, inp, "/dev/full") == 2
+    assert "/dev/full: cannot write: No space left on device" in capsys.readouterr().err
+    other = tmp_path / "train.jsonl"
+    other.write_text('{"prompt": "p", "completion": "c"}\nno newline at the end')
+    before = other.read_bytes()
+    assert _run(aligner_dir, inp, other) == 2  # neither cut nor appended to
+    assert "train.jsonl:1: --out exists and is not an output of lightalign correct" in capsys.readouterr().err
+    assert other.read_bytes() == before
+
+
+def test_closed_stdin_is_a_usage_error():
+    proc = subprocess.run([sys.executable, "-m", "lightalign", "correct", "--aligner", "x", "--in", "-",
+                           "--out", "-"], stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=120,
+                          preexec_fn=lambda: __import__("os").close(0))
+    assert proc.returncode == 2 and "stdin is closed" in proc.stderr and "Traceback" not in proc.stderr

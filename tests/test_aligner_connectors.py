@@ -140,7 +140,12 @@ def test_one_url_and_auth_rule(server, monkeypatch, caplog):
     monkeypatch.setenv("LA_UP_KEY", "sk-up-secret")
     caplog.set_level("DEBUG")
     client = ChatClient.from_env(server.url.removesuffix("/v1"), "lab-tiny", "LA_UP_KEY", what="--upstream-key-env")
-    assert isinstance(client.chat([{"role": "user", "content": "hi"}], max_tokens=4), str)
+    from lightalign.generation import generate_chat
+
+    own = generate_chat(server.model, server.tokenizer, ["hi"], max_new_tokens=4)[0]
+    before = server.requests
+    assert client.chat([{"role": "user", "content": "hi"}], max_tokens=4) == own  # the model's own reply
+    assert server.requests == before + 1
     assert "sk-up-secret" not in caplog.text and "sk-up-secret" not in repr(client)
     monkeypatch.delenv("LA_UP_KEY")
     with pytest.raises(UserError, match="--upstream-key-env: environment variable LA_UP_KEY is not set"):

@@ -101,3 +101,40 @@ def test_broken_yaml_names_the_line(tmp_path, capsys):
     assert main(["train", str(recipe)]) == 2
     err = capsys.readouterr().err
     assert f"{recipe}:" in err and "invalid YAML" in err
+
+
+def test_os_errors_are_one_line_and_a_closed_pipe_is_quiet(monkeypatch, capsys):
+    from lightalign.training import cli as train_cli
+
+    def fails(error):
+        def run(args):
+            raise error
+        return run
+
+    monkeypatch.setattr(train_cli, "run", fails(PermissionError(13, "Permission denied", "/ro/out")))
+    assert main(["train", "anything.yaml"]) == 2
+    assert capsys.readouterr().err == "lightalign train: error: /ro/out: Permission denied\n"
+    monkeypatch.setattr(train_cli, "run", fails(OSError(28, "No space left on device")))
+    assert main(["train", "anything.yaml"]) == 2
+    assert capsys.readouterr().err == "lightalign train: error: No space left on device\n"
+    monkeypatch.setattr(train_cli, "run", fails(BrokenPipeError(32, "Broken pipe")))
+    assert main(["train", "anything.yaml"]) == 141 and capsys.readouterr().err == ""
+
+
+@pytest.mark.parametrize("name,content,needle", [
+    ("bomb.yaml", "method: sft\nx: [&a0 [x,x,x,x,x,x,x,x,x,x]" + "".join(
+        f", &a{i} [" + ",".join([f"*a{i - 1}"] * 10) + "]" for i in range(1, 9)) + "]\n", "YAML expands to more than"),
+    ("deep.yaml", "method: " + "[" * 100_000 + "]" * 100_000 + "\n", "YAML nested too deeply"),
+])
+def test_hostile_recipes_are_one_line_errors(tmp_path, name, content, needle):
+    (tmp_path / name).write_text(content)
+    code, _, err = run_cli("train", str(tmp_path / name))
+    assert code == 2 and needle in err and "Traceback" not in err
+
+
+def test_a_fifo_recipe_is_refused_not_read(tmp_path):
+    import os
+
+    os.mkfifo(tmp_path / "r.yaml")
+    code, _, err = run_cli("train", str(tmp_path / "r.yaml"))
+    assert code == 2 and "not a regular file" in err

@@ -76,3 +76,34 @@ def test_write_is_atomic_and_append_is_durable(tmp_path):
         append_jsonl(f, {"a": 2})
     assert read_jsonl(p) == [{"a": 1}, {"a": 2}]
     assert [x.name for x in tmp_path.iterdir()] == ["out.jsonl"]  # no temp files left behind
+
+
+@pytest.mark.parametrize("text,overrides,needle", [
+    ("name: a\n", ["lr=nan"], "field 'lr' expects a finite number"),
+    ("name: a\n", ["lr=.inf"], "field 'lr' expects a finite number"),
+    ("name: a\n", ["lr=1e400"], "field 'lr' expects a finite number"),
+    ("name: a\n", ["lora.r=99999999999999999999999999"], "field 'lora.r' is out of range"),
+    ("name: a\n", ["=5"], "the key must be dotted names"),
+    ("name: a\n", ["lora..r=5"], "the key must be dotted names"),
+    ("name: !!python/object/apply:os.system [echo]\n", [], r"r.yaml:1: invalid YAML: could not determine a constructor"),
+])
+def test_hostile_values_and_overrides_are_one_line_errors(tmp_path, text, overrides, needle):
+    with pytest.raises(UserError, match=needle):
+        load_config(Recipe, write(tmp_path, text), overrides)
+
+
+def test_a_yaml_alias_bomb_and_deep_nesting_are_refused_quickly(tmp_path):
+    bomb = "name: [&a0 [x,x,x,x,x,x,x,x,x,x]" + "".join(
+        f", &a{i} [" + ",".join([f"*a{i - 1}"] * 10) + "]" for i in range(1, 9)) + "]\n"
+    with pytest.raises(UserError, match=r"r.yaml: YAML expands to more than"):
+        load_config(Recipe, write(tmp_path, bomb))
+    with pytest.raises(UserError, match=r"r.yaml: YAML nested too deeply"):
+        load_config(Recipe, write(tmp_path, "name: " + "[" * 50_000 + "]" * 50_000 + "\n"))
+    # a few honest aliases still load
+    assert load_config(Recipe, write(tmp_path, "name: &n a\nlora: {r: 4}\n")).name == "a"
+
+
+def test_a_huge_value_in_an_error_is_cut_short(tmp_path):
+    with pytest.raises(UserError) as e:
+        load_config(Recipe, write(tmp_path, "name: [" + ", ".join(["x" * 100] * 1000) + "]\n"))
+    assert "field 'name' expects a string" in str(e.value) and len(str(e.value).split(" got ")[1]) < 200

@@ -241,3 +241,32 @@ def test_systems_load_the_base_the_adapter_names(lab, records, tmp_path, monkeyp
     replies = answer_all(cfg, records[:2], tmp_path / "cache.jsonl")
     assert loaded == [(str(lab / "base"), "none", False, False)]
     assert all(r["text"] is not None for r in replies["dpo"])
+
+
+def test_numbers_that_make_no_sense_are_refused_before_any_model_loads(tmp_path):
+    from lightalign.errors import UserError
+    from lightalign.evaluation.runner import run_eval
+
+    base = {"base": {"path": "b"}, "dataset": {"path": "x.jsonl"}, "judges": [{"kind": "refusal"}],
+            "systems": [{"name": "a", "kind": "base"}]}
+    endpoint = {"url": "http://127.0.0.1:1/v1", "model": "m"}
+    cases = [
+        ({"generation": {"max_new_tokens": 0}}, r"generation.max_new_tokens must be >= 1, got 0"),
+        ({"generation": {"batch_size": -1}}, r"generation.batch_size must be >= 1"),
+        ({"generation": {"temperature": -1}}, r"generation.temperature must be >= 0"),
+        ({"generation": {"temperature": "nan"}}, r"'generation.temperature' expects a finite number"),
+        ({"dataset": {"path": "x.jsonl", "limit": 0}}, r"dataset.limit must be >= 1"),
+        ({"tax": {"batch_size": 0}}, r"tax.batch_size must be >= 1"),
+        ({"judges": [{"kind": "refusal", "batch_size": 0}]}, r"judges\[0\] \(refusal\): batch_size must be >= 1"),
+        ({"systems": [{"name": "a", "kind": "openai", "endpoint": {**endpoint, "concurrency": 0}}]},
+         r"endpoint.concurrency must be >= 1"),
+        ({"systems": [{"name": "a", "kind": "openai", "endpoint": {**endpoint, "timeout": 0}}]},
+         r"endpoint.timeout must be > 0"),
+    ]
+    for extra, msg in cases:
+        with pytest.raises(UserError, match=msg):
+            from_dict(EvalConfig, {**base, **extra}, source="eval.yaml")
+    (tmp_path / "afile").write_text("x")
+    for output, msg in (("", "output folder \\(output\\) is empty"), (str(tmp_path / "afile"), "a file is in the way")):
+        with pytest.raises(UserError, match=msg):
+            run_eval(from_dict(EvalConfig, {**base, "output": output}, source="eval.yaml"))

@@ -82,3 +82,45 @@ def test_a_file_that_is_not_parquet(tmp_path):
     path.write_text("hello")
     with pytest.raises(UserError, match=rf"{path}: not a readable parquet file"):
         list(read_rows(path))
+
+
+def test_utf16_files_with_a_byte_order_mark_are_read(tmp_path):
+    path = tmp_path / "data.jsonl"
+    path.write_bytes("".join(json.dumps(r) + "\n" for r in ROWS).encode("utf-16"))
+    assert read_jsonl(path) == ROWS
+
+
+def test_a_gzip_file_under_another_name_is_read(tmp_path):
+    path = tmp_path / "data.txt"
+    path.write_bytes(gzip.compress("".join(json.dumps(r) + "\n" for r in ROWS).encode()))
+    assert read_jsonl(path) == ROWS
+
+
+def test_fifos_and_symlink_loops_are_one_line_errors_not_hangs(tmp_path):
+    import os
+
+    fifo = tmp_path / "fifo.jsonl"
+    os.mkfifo(fifo)
+    with pytest.raises(UserError, match=r"fifo.jsonl: not a regular file \(a pipe or a device\)"):
+        read_jsonl(fifo)  # opening a FIFO nobody writes to would block forever
+    (tmp_path / "a.jsonl").symlink_to(tmp_path / "b.jsonl")
+    (tmp_path / "b.jsonl").symlink_to(tmp_path / "a.jsonl")
+    with pytest.raises(UserError, match=r"a.jsonl: file not found \(a broken symlink or a symlink loop\)"):
+        read_jsonl(tmp_path / "a.jsonl")
+
+
+def test_writes_name_the_file_when_the_path_or_the_disk_is_wrong(tmp_path):
+    from lightalign.io import append_jsonl, make_dir
+
+    (tmp_path / "f").write_text("x")
+    with pytest.raises(UserError, match=r"/f/run: cannot create the output_dir: a file is in the way"):
+        make_dir(tmp_path / "f" / "run", "the output_dir")
+    with pytest.raises(UserError, match=r"output_dir is empty"):
+        make_dir("", "the output_dir")
+    full = open("/dev/full", "w")
+    with pytest.raises(UserError, match=r"/dev/full: cannot write: No space left"):
+        append_jsonl(full, {"a": 1})
+    with pytest.raises(OSError):
+        full.close()  # the unwritten record is still buffered
+    with open("/dev/null", "w") as f:
+        append_jsonl(f, {"a": 1})  # a device cannot be fsynced: that is not an error

@@ -14,13 +14,13 @@ from contextlib import contextmanager
 import httpx
 import openai
 import pytest
-from fastapi import FastAPI, Request  # module level: FastAPI resolves the handlers' annotations here
-from fastapi.responses import JSONResponse
 
 from lightalign.serve.app import create_app
 from lightalign.serve.config import ServeConfig
 from lightalign.serve.runner import BackgroundServer
 from lightalign.serve.upstream import HTTPUpstream
+
+from helpers.flaky_upstream import FlakyUpstream
 
 MAX_TOKENS = 16
 
@@ -178,34 +178,6 @@ def test_bad_requests_get_openai_style_errors(upstream_url, aligner):
                        headers={"Content-Type": "application/json"})
         assert r.status_code == 400 and "not valid JSON" in r.json()["error"]["message"]
         assert httpx.get(srv.url + "/v1/nothing").json()["error"]["code"] == "not_found"
-
-
-class FlakyUpstream:
-    """A real HTTP server that fails on purpose, to check how upstream failures reach the client."""
-
-    def __init__(self):
-        import asyncio
-
-        self.seen_auth = []
-        self.mode = "ok"
-        app = FastAPI()
-
-        @app.post("/v1/chat/completions")
-        async def chat(request: Request):
-            self.seen_auth.append(request.headers.get("authorization"))
-            if self.mode == "slow":
-                await asyncio.sleep(3)
-            if self.mode == "hang":
-                await asyncio.sleep(600)
-            status = {"ok": 200, "slow": 200, "hang": 200, "500": 500, "429": 429, "401": 401, "400": 400}[self.mode]
-            if status != 200:
-                return JSONResponse({"error": {"message": f"failure {status}"}}, status_code=status,
-                                    headers={"Retry-After": "7"} if status == 429 else None)
-            return {"id": "x", "object": "chat.completion", "created": 0, "model": "flaky",
-                    "choices": [{"index": 0, "message": {"role": "assistant", "content": "Paris is nice."},
-                                 "finish_reason": "stop"}]}
-
-        self.app = app
 
 
 def test_upstream_failures_become_http_errors_and_the_key_is_never_leaked(aligner, questions, caplog):

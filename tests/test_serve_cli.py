@@ -34,6 +34,10 @@ def test_help_lists_the_options(capsys):
     (["--port", "70000"], "--port 70000"),
     (["--upstream-model", "m"], "--upstream-model is the model name sent to --upstream-url"),
     (["--upstream-url", "http://user:pw@127.0.0.1:1/v1", "--aligner", "."], "credentials in the URL are refused"),
+    (["--upstream-url", "http://[::1", "--aligner", "."], "not a valid URL (Invalid IPv6 URL)"),
+    (["--upstream-url", "http://h:99999/v1", "--aligner", "."], "not a valid URL (Port out of range"),
+    (["--max-wait-ms", "nan"], "max_wait_ms must be >= 0"),
+    (["--upstream-timeout", "inf"], "upstream_timeout_s > 0"),
 ])
 def test_bad_arguments_give_one_line_and_exit_2(args, needle, capsys, tmp_path):
     code = main(["serve", *args])
@@ -144,7 +148,7 @@ def test_serve_a_lab_with_a_client_key(serve_lab):
 def test_serve_an_upstream_url_without_logging_its_key(serve_lab, tmp_path):
     """--upstream-url: the request reaches that server with the key from the environment; the key
     appears in no log line (nor does the served process echo it)."""
-    from test_serve_app import FlakyUpstream
+    from helpers.flaky_upstream import FlakyUpstream
 
     from lightalign.serve.runner import BackgroundServer
 
@@ -171,7 +175,7 @@ def test_sigterm_drains_and_exits_while_a_request_hangs(serve_lab):
     """An upstream that never answers holds a request; SIGTERM still ends the server promptly, exit 0."""
     import threading
 
-    from test_serve_app import FlakyUpstream
+    from helpers.flaky_upstream import FlakyUpstream
 
     from lightalign.serve.runner import BackgroundServer
 

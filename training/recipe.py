@@ -46,7 +46,7 @@ class Recipe:
 def resolve_recipe(path_or_name: str | Path) -> Path:
     """Accept a path, or a name under the installed recipes folder (e.g. minilab/sft)."""
     p = Path(path_or_name)
-    if p.exists():
+    if p.exists() or p.is_symlink():  # a broken link: read_yaml says so
         return p
     import lightalign.recipes as recipes
 

@@ -23,11 +23,12 @@ import resource
 import shutil
 import sys
 import time
+import warnings
 from dataclasses import asdict
 from pathlib import Path
 
 from lightalign.errors import UserError
-from lightalign.io import write_json
+from lightalign.io import make_dir, read_json_object, write_json
 
 COMPLETE_MARKER = "checkpoint_complete.json"
 METRICS = "metrics.json"
@@ -37,6 +38,10 @@ STAGE_DONE = "stage_done.json"  # a finished stage of a multi-stage run (the Ali
 RESUME_SAFE = {"resume", "training.max_steps", "training.epochs", "training.logging_steps",
                "training.save_steps", "training.save_total_limit", "training.progress", "training.report_to"}
 CURVE_KEYS = ("learning_rate", "rewards/accuracies", "rewards/margins", "grad_norm")
+
+# TRL and PEFT read `model.is_gradient_checkpointing`, which transformers renamed: a notice for those
+# libraries to act on, not for our users.
+warnings.filterwarnings("ignore", message=r"`is_gradient_checkpointing` is deprecated", category=FutureWarning)
 
 
 def _flatten(d: dict, prefix: str = "") -> dict:
@@ -101,7 +106,7 @@ def announce_resume(checkpoint: str | None, what: str = "") -> None:
 
 def prepare_run(cfg, method: str) -> tuple[Path, str | None, bool]:
     """Return (out_dir, checkpoint to resume from or None, already_complete)."""
-    out_dir = Path(cfg.output_dir)
+    out_dir = make_dir(cfg.output_dir, "the output_dir")
     config = {"method": method, **asdict(cfg)}
     saved_path = out_dir / RUN_CONFIG
     if cfg.resume == "never":
@@ -112,7 +117,10 @@ def prepare_run(cfg, method: str) -> tuple[Path, str | None, bool]:
         write_json(saved_path, config)
         return out_dir, None, False
     if saved_path.exists():
-        saved = _flatten(json.loads(saved_path.read_text(encoding="utf-8")))
+        try:
+            saved = _flatten(read_json_object(saved_path, "run config"))
+        except UserError as e:  # torn or hand-edited
+            raise UserError(f"{e}; delete it or set resume=never") from None
         now = _flatten(config)
         changed = sorted(k for k in set(saved) | set(now) if saved.get(k) != now.get(k) and k not in RESUME_SAFE)
         resumable = any(out_dir.glob(f"**/checkpoints/*/{COMPLETE_MARKER}")) or any(out_dir.glob(f"*/{STAGE_DONE}"))
@@ -262,8 +270,8 @@ def training_arguments(training, checkpoints: Path, dtype, config_cls, **extra):
         num_train_epochs=t.epochs, max_steps=t.max_steps, per_device_train_batch_size=t.batch_size,
         gradient_accumulation_steps=t.grad_accum, learning_rate=t.lr, lr_scheduler_type=t.scheduler,
         warmup_steps=t.warmup_ratio, weight_decay=t.weight_decay, max_grad_norm=t.max_grad_norm, optim=t.optim,
-        gradient_checkpointing=t.gradient_checkpointing,
-        gradient_checkpointing_kwargs={"use_reentrant": False} if t.gradient_checkpointing else None,
+        activation_checkpointing=t.gradient_checkpointing,  # transformers' new name for gradient checkpointing
+        activation_checkpointing_kwargs={"use_reentrant": False} if t.gradient_checkpointing else None,
         bf16=dtype == torch.bfloat16, fp16=dtype == torch.float16, use_cpu=not torch.cuda.is_available(),
         seed=t.seed, data_seed=t.seed, logging_steps=t.logging_steps,
         save_strategy="steps" if t.save_steps > 0 else "no", save_steps=max(t.save_steps, 1),
