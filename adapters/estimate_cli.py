@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from lightalign.errors import UserError
+
 HELP = "Predict a recipe's peak training memory (weights, adapter, optimizer, activations) and whether it fits a card."
 
 CARDS = {"8": 8, "12": 12, "16": 16, "24": 24, "40": 40, "48": 48, "80": 80,
@@ -23,7 +25,6 @@ def run(args):
     import json
 
     from lightalign.adapters import estimate as est
-    from lightalign.errors import UserError
     from lightalign.training import load_recipe
 
     recipe = load_recipe(args.recipe, args.overrides)

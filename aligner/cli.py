@@ -31,6 +31,9 @@ import json
 import os
 import sys
 
+from lightalign.errors import UserError
+from lightalign.io import BOMS, append_jsonl, decode_utf8, make_dir, parse_records, read_bytes, write_jsonl
+
 HELP = "Correct answers with an Aligner (JSONL in/out, '-' for stdin/stdout, resumable)."
 
 
@@ -77,8 +80,6 @@ def _deprecated(old: str, new: str) -> None:
 
 def normalize_flags(args) -> None:
     """Map the previous release's spellings onto the current flags, with a one-line notice each."""
-    from lightalign.errors import UserError
-
     if args.upstream_name:
         _deprecated("--upstream-name", "--upstream-model")
         if args.upstream_model and args.upstream_model != args.upstream_name:
@@ -123,9 +124,6 @@ def _parse_lines(data: bytes, name: str):
 
 def read_input(path: str) -> tuple[str, list[tuple[int, dict | str]]]:
     """(name, [(line or item number, record or error message)]): JSON Lines, or a JSON array."""
-    from lightalign.errors import UserError
-    from lightalign.io import BOMS, decode_utf8, parse_records, read_bytes
-
     if path == "-":
         if sys.stdin is None or sys.stdin.closed:
             raise UserError("--in -: stdin is closed; pipe records in or give --in FILE")
@@ -167,10 +165,6 @@ def _flag_duplicates(parsed: list, name: str, id_field: str) -> list:
 def _done_ids(path: str, id_field: str, retry_errors: bool = False) -> tuple[set, list[dict]]:
     """Ids already in --out. A half-written last line (killed mid-write) is cut off, to be redone;
     with `retry_errors`, error records are removed from the file (rewritten atomically) to be redone."""
-    from lightalign.io import write_jsonl
-
-    from lightalign.errors import UserError
-
     done, records = set(), []
     if path == "-" or not os.path.isfile(path):  # /dev/null, /dev/stdout ...: nothing to resume
         return done, records
@@ -206,8 +200,6 @@ def _upstream(args):
 
     chosen = [x for x in (args.upstream_model_path, args.upstream_url, args.upstream_file) if x]
     if len(chosen) > 1:
-        from lightalign.errors import UserError
-
         raise UserError("give only one of --upstream-model-path, --upstream-url, --upstream-file")
     if args.upstream_model_path:
         return connectors.LocalModelUpstream(args.upstream_model_path, adapter=args.upstream_adapter,
@@ -224,9 +216,6 @@ def _upstream(args):
 
 
 def _check_paths(args) -> None:
-    from lightalign.errors import UserError
-    from lightalign.io import make_dir
-
     if args.in_path != "-":
         if os.path.isdir(args.in_path):
             raise UserError(f"{args.in_path}: is a directory, expected an input file (--in)")
@@ -243,9 +232,6 @@ def _check_paths(args) -> None:
 
 def run(args) -> int:
     from tqdm.auto import tqdm
-
-    from lightalign.errors import UserError
-    from lightalign.io import append_jsonl
 
     normalize_flags(args)
     _check_numbers(args)
@@ -293,8 +279,6 @@ def run(args) -> int:
 
 def _check_numbers(args) -> None:
     import math
-
-    from lightalign.errors import UserError
 
     if args.batch_size < 1:
         raise UserError(f"--batch-size must be >= 1, got {args.batch_size}")
@@ -388,8 +372,6 @@ def _write_w2s(records: list[dict], args) -> None:
 
 
 def _convert_only(args) -> int:
-    from lightalign.errors import UserError
-
     _check_paths(args)
     name, parsed = read_input(args.in_path)
     bad = [r for _, r in parsed if not isinstance(r, dict)]

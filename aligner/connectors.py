@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Sequence
 
 from lightalign.errors import UserError
+from lightalign.io import read_records
 
 
 class UpstreamError(UserError):
@@ -115,8 +116,6 @@ class FileUpstream:
     """Answers generated earlier: rows with a question and an answer field, looked up by question."""
 
     def __init__(self, path: str, question_field: str = "question", answer_field: str = "answer"):
-        from lightalign.io import read_records
-
         self.name = Path(path).name
         self.answers: dict[str, str] = {}
         for lineno, row in read_records(path):

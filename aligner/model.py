@@ -20,6 +20,7 @@ from typing import Iterable, Sequence
 from lightalign.aligner.guards import fallback_reason
 from lightalign.aligner.templates import Template, get_template
 from lightalign.errors import UserError
+from lightalign.io import write_json
 
 CONFIG_NAME = "aligner_config.json"
 
@@ -166,8 +167,6 @@ class Aligner:
 
     def save_pretrained(self, out: str | os.PathLike, extra: dict | None = None) -> Path:
         """safetensors weights + tokenizer + aligner_config.json (template and architecture)."""
-        from lightalign.io import write_json
-
         out = Path(out)
         self.model.save_pretrained(out, safe_serialization=True)
         self.tokenizer.save_pretrained(out)

@@ -13,6 +13,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Iterable, Sequence
 
+from lightalign.io import write_jsonl
+
 
 def _usable(rec: dict) -> bool:
     return (isinstance(rec.get("question"), str) and isinstance(rec.get("answer"), str)
@@ -35,8 +37,6 @@ def to_dpo(records: Iterable[dict]) -> list[dict]:
 
 def write_datasets(records: Sequence[dict], sft_out: str | Path | None = None,
                    dpo_out: str | Path | None = None) -> dict:
-    from lightalign.io import write_jsonl
-
     counts = {}
     if sft_out:
         rows = to_sft(records)
@@ -60,8 +60,6 @@ def correct_pairs(aligner, pairs: Sequence[tuple[str, str]], batch_size: int = 3
 def write_preference(aligner, pairs: Sequence[tuple[str, str]], out: str | Path, batch_size: int = 32) -> Path:
     """Correct upstream (question, answer) pairs with `aligner` and write the DPO rows to `out`, with the
     SFT rows (sft.jsonl) and every corrected record (records.jsonl) beside it."""
-    from lightalign.io import write_jsonl
-
     out = Path(out)
     records = correct_pairs(aligner, pairs, batch_size=batch_size)
     write_jsonl(out.with_name("records.jsonl"), records)

@@ -6,6 +6,7 @@ import sys
 from pathlib import Path
 
 from lightalign.app.config import DEFAULT_CONFIG
+from lightalign.config import apply_overrides, from_dict, read_yaml
 from lightalign.errors import UserError
 
 HELP = "Open a local Gradio page comparing the base model, base + adapter, and the Aligner's correction."
@@ -50,7 +51,6 @@ def resolve_config(args):
     import dataclasses
 
     from lightalign.app.config import AppConfig
-    from lightalign.config import apply_overrides, from_dict, read_yaml
 
     path = config_file(args)
     raw = read_yaml(path) if path else {}

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Iterator
 
 from lightalign.app.config import AppConfig
+from lightalign.errors import UserError
 
 
 @dataclass
@@ -276,8 +277,6 @@ class Models:
 
 def describe_error(e: BaseException, limit: int = 300) -> str:
     """One line for the page: the message's lines joined (the first is often just a heading)."""
-    from lightalign.errors import UserError
-
     text = " ".join(str(e).split()) or type(e).__name__
     if len(text) > limit:
         text = text[:limit - 1] + "…"

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from lightalign.config import load_config
+from lightalign.errors import UserError
+
 HELP = ("Compare base / adapter / Aligner / URIAL / endpoint systems on a prompt set; write a report "
         "(JSON, Markdown, PNG). Generations are cached: re-running regenerates nothing.")
 
@@ -16,7 +19,6 @@ def config_path(args):
     import sys
     from pathlib import Path
 
-    from lightalign.errors import UserError
     from lightalign.training.recipe import resolve_recipe
 
     if args.lab:
@@ -35,7 +37,6 @@ def config_path(args):
 def run(args):
     from pathlib import Path
 
-    from lightalign.config import load_config
     from lightalign.evaluation.config import EvalConfig
     from lightalign.evaluation.runner import run_eval
 

@@ -6,6 +6,7 @@ import time
 
 from lightalign import schemas
 from lightalign.io import make_dir, read_jsonl, write_jsonl
+from lightalign.plugins import build_judge
 
 
 def run_eval(cfg, log=print) -> dict:
@@ -79,7 +80,6 @@ class _Run:
         """The judges that answer True/False/None per reply: refusal, and python plugins."""
         from lightalign.evaluation.judge_rules import RefusalJudge
         from lightalign.evaluation.stats import rate_ci
-        from lightalign.plugins import build_judge
 
         judges = [build_judge(j.factory, j.options, f"judges[{i}]") if j.kind == "python" else RefusalJudge()
                   for i, j in enumerate(self.cfg.judges) if j.kind in ("python", "refusal")]

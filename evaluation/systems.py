@@ -18,6 +18,7 @@ from pathlib import Path
 from lightalign.errors import UserError
 from lightalign.evaluation.cache import GenerationCache, cache_key, file_fingerprint
 from lightalign.evaluation.config import resolve_base
+from lightalign.io import read_records, require_fields
 from lightalign.loading import check_adapter_dir, load_for_inference
 
 # URIAL (Lin et al. 2023): a base model aligned in context by a fixed preamble + 3 stylistic examples.
@@ -48,8 +49,6 @@ KIND_PREFERENCE = ("answerable", "harmful", "unanswerable")  # answer, refuse, a
 def load_urial_examples(path: str, n: int = 3) -> list[dict]:
     """{"prompt", "completion"} rows. A longer file (e.g. an SFT set with a "kind" field) is reduced to
     the shortest example of each of n kinds, so it can be pointed at training data directly."""
-    from lightalign.io import read_records, require_fields
-
     rows = []
     for lineno, row in read_records(path):
         require_fields(row, ("prompt", "completion"), f"{path}:{lineno}")

@@ -9,13 +9,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from lightalign.config import from_dict
 from lightalign.lab.report import LAB_JUDGE
 from lightalign.lab.training import train_adapters
 
 
 def score_model(lab: Path, model: Path, name: str, log=print) -> dict:
     """Judge rates and capability NLL of a whole model (no adapter), as a `base` system of an eval."""
-    from lightalign.config import from_dict
     from lightalign.evaluation.config import EvalConfig
     from lightalign.evaluation.runner import run_eval
 

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import yaml
 
+from lightalign.config import load_config
 from lightalign.io import atomic_write_text, write_jsonl
 
 LAB_JUDGE = "lightalign.lab.judges:eval_judge"
@@ -82,7 +83,6 @@ def app_config(lab: Path) -> dict:
 
 
 def run_lab_report(lab: Path, quick: bool = False, log=print) -> dict:
-    from lightalign.config import load_config
     from lightalign.evaluation.config import EvalConfig
     from lightalign.evaluation.runner import run_eval
 

@@ -88,17 +88,24 @@ def read_text(path: str | os.PathLike, what: str = "file") -> str:
     return decode_utf8(read_bytes(path, what), Path(path))
 
 
+def loads(text: str, source, lineno: int | None = None):
+    """json.loads with one-line errors naming `source` and the line (of the file, when `text` is one line)."""
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as e:
+        where = f"{source}:{lineno}: invalid JSON: {e.msg} (column {e.colno})" if lineno \
+            else f"{source}:{e.lineno}: invalid JSON: {e.msg}"
+        raise UserError(where) from None
+    except RecursionError:
+        raise UserError(f"{source}:{lineno}: JSON nested too deeply" if lineno else
+                        f"{source}: JSON nested too deeply") from None
+
+
 def read_json_object(path: str | os.PathLike, what: str = "file") -> dict:
     """A JSON file holding one object (config.json, adapter_config.json, run_config.json ...), with
     one-line errors for every way it can be broken."""
     path = Path(path)
-    text = read_text(path, what)
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError as e:
-        raise UserError(f"{path}:{e.lineno}: invalid JSON: {e.msg}") from None
-    except RecursionError:
-        raise UserError(f"{path}: JSON nested too deeply") from None
+    data = loads(read_text(path, what), path)
     if not isinstance(data, dict):
         raise UserError(f"{path}: expected a JSON object, got {type(data).__name__}")
     return data
@@ -108,12 +115,7 @@ def parse_records(text: str, source, json_list: bool = False) -> Iterator[tuple[
     """Yield (line_number, record) from JSON Lines text, or (item_number, record) from a JSON list
     (also {"data": [...]} / {"rows": [...]} wrappers) when `json_list`. Errors name source and line."""
     if json_list:
-        try:
-            data = json.loads(text)
-        except json.JSONDecodeError as e:
-            raise UserError(f"{source}:{e.lineno}: invalid JSON: {e.msg}") from None
-        except RecursionError:
-            raise UserError(f"{source}: JSON nested too deeply") from None
+        data = loads(text, source)
         if isinstance(data, dict):
             data = data.get("data", data.get("rows", [data]))
         if not isinstance(data, list):
@@ -126,12 +128,7 @@ def parse_records(text: str, source, json_list: bool = False) -> Iterator[tuple[
     for lineno, line in enumerate(text.splitlines(), 1):
         if not line.strip():
             continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise UserError(f"{source}:{lineno}: invalid JSON: {e.msg} (column {e.colno})") from None
-        except RecursionError:
-            raise UserError(f"{source}:{lineno}: JSON nested too deeply") from None
+        row = loads(line, source, lineno)
         if not isinstance(row, dict):
             raise UserError(f"{source}:{lineno}: expected a JSON object, got {type(row).__name__}")
         yield lineno, row

@@ -16,6 +16,8 @@ import os
 import sys
 from pathlib import Path
 
+from lightalign.errors import UserError
+
 HELP = "Serve an OpenAI-compatible /v1/chat/completions that corrects an upstream model's answers."
 
 DEFAULT_API_KEY_ENV = "LIGHTALIGN_API_KEY"
@@ -48,7 +50,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def build_config(args):
-    from lightalign.errors import UserError
     from lightalign.openai_client import base_url, key_from_env
     from lightalign.serve.config import ServeConfig
 
@@ -79,7 +80,6 @@ def build_config(args):
 def check_paths(args) -> None:
     """The Aligner and the upstream exist and are what their flag says, before anything loads."""
     from lightalign.aligner.connectors import check_adapter_folder
-    from lightalign.errors import UserError
 
     if not args.aligner:
         raise UserError("--aligner is required (an Aligner folder)")
@@ -99,8 +99,6 @@ def check_paths(args) -> None:
 def bind(host: str, port: int):
     """The listening socket, bound now so that a port in use is a usage error before models load."""
     import socket
-
-    from lightalign.errors import UserError
 
     sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)

@@ -76,7 +76,8 @@ def test_remote_code_is_refused_unless_asked(tmp_path, tiny_model_dir):
     loading.check_model_source(str(folder), trust_remote_code=True)
 
 
-def test_missing_local_folder_is_a_user_error(tmp_path):
+def test_missing_local_folder_is_a_user_error(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # a relative path that exists nowhere here, whatever the checkout holds
     with pytest.raises(UserError, match="path does not exist"):
         loading.check_model_source(str(tmp_path / "nope"))
     with pytest.raises(UserError, match="runs/minilab/base: path does not exist"):

@@ -29,6 +29,7 @@ from pathlib import Path
 
 from lightalign.errors import UserError
 from lightalign.io import make_dir, read_json_object, write_json
+from lightalign.schemas import problems
 
 COMPLETE_MARKER = "checkpoint_complete.json"
 METRICS = "metrics.json"
@@ -335,7 +336,5 @@ def finish(trainer, tokenizer, out_dir: Path, method: str, started: float, recor
 
 def report_data_stats(stats: dict, source: str) -> None:
     """Say on stderr what loading dropped (malformed rows, rows skipped by reason), naming the source."""
-    from lightalign.schemas import problems
-
     for line in problems(stats):
         print(f"{source}: {line}", file=sys.stderr, flush=True)
