@@ -31,7 +31,7 @@ import json
 import os
 import sys
 
-from lightalign.errors import UserError
+from lightalign.errors import UserError, deprecated
 from lightalign.io import BOMS, append_jsonl, decode_utf8, make_dir, parse_records, read_bytes, write_jsonl
 
 HELP = "Correct answers with an Aligner (JSONL in/out, '-' for stdin/stdout, resumable)."
@@ -74,8 +74,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def _deprecated(old: str, new: str) -> None:
-    print(f"lightalign correct: {old} is deprecated, use {new} (the old spelling goes in the next release)",
-          file=sys.stderr)
+    deprecated(f"lightalign correct: {old} is deprecated, use {new}")
 
 
 def normalize_flags(args) -> None:

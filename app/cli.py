@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 from lightalign.app.config import DEFAULT_CONFIG
 from lightalign.config import apply_overrides, from_dict, read_yaml
-from lightalign.errors import UserError
+from lightalign.errors import UserError, deprecated
 
 HELP = "Open a local Gradio page comparing the base model, base + adapter, and the Aligner's correction."
 FLAGS = ("base", "adapter", "aligner", "quantization", "host", "port")
@@ -33,7 +32,7 @@ def config_file(args) -> str | None:
     """The YAML to read: --config, --lab DIR's app.yaml, or the default file when there is no --base."""
     if getattr(args, "lab", None):
         path = Path(args.lab) / "app.yaml"
-        print(f"warning: --lab is deprecated and will be removed; use --config {path}", file=sys.stderr)
+        deprecated(f"--lab is deprecated; use --config {path}")
         if args.config:
             raise UserError("command line: give --config or --lab, not both")
         if not path.is_file():

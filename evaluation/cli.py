@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from lightalign.config import load_config
-from lightalign.errors import UserError
+from lightalign.errors import UserError, deprecated
 
 HELP = ("Compare base / adapter / Aligner / URIAL / endpoint systems on a prompt set; write a report "
         "(JSON, Markdown, PNG). Generations are cached: re-running regenerates nothing.")
@@ -23,7 +23,7 @@ def config_path(args):
 
     if args.lab:
         path = Path(args.lab) / "report" / "eval.yaml"
-        print(f"warning: --lab is deprecated and will be removed; use: lightalign eval {path}", file=sys.stderr)
+        deprecated(f"--lab is deprecated; use: lightalign eval {path}")
         if args.config:
             raise UserError("command line: give a config or --lab, not both")
         if not path.is_file():

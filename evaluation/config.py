@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from lightalign import schemas
-from lightalign.errors import UserError
+from lightalign.errors import UserError, deprecated
 
 SystemKind = Literal["base", "adapter", "aligner", "adapter+aligner", "urial", "openai"]
 JudgeKind = Literal["refusal", "python", "reward", "flask", "pairwise"]
@@ -111,7 +111,7 @@ class Dataset:
 
     def validate(self) -> None:
         if self.name is not None:
-            schemas.deprecated("dataset.name is now dataset.schema")
+            deprecated("dataset.name is now dataset.schema", once=True)
             self.schema, self.name = self.name, None
         try:
             self.schema = schemas.schema_name(self.schema, "dataset.schema", "prompts")

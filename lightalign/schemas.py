@@ -40,12 +40,11 @@ what a tie is) and the core install does not carry `datasets` (used here only fo
 from __future__ import annotations
 
 import re
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterator
 
-from lightalign.errors import UserError
+from lightalign.errors import UserError, deprecated
 from lightalign.io import TABLE_SUFFIXES, read_rows
 
 MAX_BAD_FRACTION = 0.05
@@ -343,21 +342,11 @@ DETECT = (("triples", {"question", "answer", "correction"}), ("pku_saferlhf", {"
           ("messages", {"messages"}), ("prompt_only", {"prompt"}))
 NAMES = tuple(SCHEMAS) + ("auto",)
 
-_warned: set[str] = set()
-
-
-def deprecated(message: str) -> None:
-    """One line on stderr, once per process per message."""
-    if message not in _warned:
-        _warned.add(message)
-        print(f"deprecated: {message}", file=sys.stderr)
-
-
 def schema_name(name: str, where: str = "data.schema", view: str | None = None) -> str:
     """The canonical schema name for `name` (an old spelling prints a deprecation line); a name that is
     unknown, or whose schema has no such view, raises UserError naming `where`."""
     if name in ALIASES:
-        deprecated(f"{where}: {name!r} is now spelled {ALIASES[name]!r}")
+        deprecated(f"{where}: {name!r} is now spelled {ALIASES[name]!r}", once=True)
         name = ALIASES[name]
     if name not in NAMES:
         raise UserError(f"{where}: unknown schema {name!r}; known: {', '.join(NAMES)}")

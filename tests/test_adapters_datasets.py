@@ -12,7 +12,7 @@ import json
 import pytest
 
 from lightalign.adapters.datasets import load_rows
-from lightalign import schemas
+from lightalign import errors, schemas
 from lightalign.errors import UserError
 from lightalign.schemas import BadRow, parse_hh, problems
 from lightalign.training.sections import DataSection
@@ -94,7 +94,7 @@ def test_pku_saferlhf_better_and_sft_keep_only_safe_answers(tmp_path):
 
 
 def test_old_schema_spelling_still_reads_with_a_deprecation_line(tmp_path, capsys, monkeypatch):
-    monkeypatch.setattr(schemas, "_warned", set())  # the line is printed once per process
+    monkeypatch.setattr(errors, "_noticed", set())  # the line is printed once per process
     rows, _ = load_rows(_data(_write(tmp_path, "pku.jsonl", PKU_ROWS), "pku-saferlhf"), "preference")
     assert len(rows) == 2
     assert "'pku-saferlhf' is now spelled 'pku_saferlhf'" in capsys.readouterr().err
@@ -154,7 +154,7 @@ def test_prompt_completion_preference_and_messages_schemas(tmp_path, small_split
 
 
 def test_lab_is_a_deprecated_alias_of_the_generic_schema(tmp_path, small_splits, capsys, monkeypatch):
-    monkeypatch.setattr(schemas, "_warned", set())  # the line is printed once per process
+    monkeypatch.setattr(errors, "_noticed", set())  # the line is printed once per process
     pref = _write(tmp_path, "pref.jsonl", small_splits["preference"][:5])
     old, _ = load_rows(_data(pref, "lab"), "preference")
     assert old == load_rows(_data(pref, "preference"), "preference")[0]

@@ -3,7 +3,7 @@ import json
 import pytest
 
 from lightalign.aligner.data import identity_rows, load_triples, triples_with_stats
-from lightalign import schemas
+from lightalign import errors
 from lightalign.errors import UserError
 
 
@@ -75,7 +75,7 @@ def test_pku_saferlhf_pairs_of_two_unsafe_answers_are_skipped_and_counted(tmp_pa
 
 
 def test_old_spelling_aligner20k_reads_with_a_deprecation_line(tmp_path, capsys, monkeypatch):
-    monkeypatch.setattr(schemas, "_warned", set())  # the line is printed once per process
+    monkeypatch.setattr(errors, "_noticed", set())  # the line is printed once per process
     rows = [{"question": "q", "answer": "a", "correction": "c"}]
     assert load_triples(_jsonl(tmp_path / "t.jsonl", rows), schema="aligner20k") == rows
     assert "'aligner20k' is now spelled 'triples'" in capsys.readouterr().err

@@ -8,7 +8,7 @@ import lzma
 
 import pytest
 
-from lightalign import schemas
+from lightalign import errors
 from lightalign.errors import UserError
 from lightalign.evaluation.datasets import load_prompts
 
@@ -89,7 +89,7 @@ def test_prompt_files_keep_their_own_fields_and_limit(tmp_path, capsys, monkeypa
              "entity": "Bob"}]
     path = _jsonl(tmp_path / "eval_prompts.jsonl", rows)
     assert load_prompts("prompt_only", str(path)) == rows  # id, kind and every other field reach the judges
-    monkeypatch.setattr(schemas, "_warned", set())
+    monkeypatch.setattr(errors, "_noticed", set())
     assert load_prompts("lab", str(path)) == rows and load_prompts("jsonl", str(path)) == rows
     err = capsys.readouterr().err
     assert "'lab' is now spelled" in err and "'jsonl' is now spelled 'prompt_only'" in err

@@ -8,13 +8,12 @@ each prints one deprecation line on stderr and is moved to its new name here, fo
 from __future__ import annotations
 
 import importlib
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from lightalign.config import apply_overrides, from_dict, read_yaml
-from lightalign.errors import UserError
+from lightalign.errors import UserError, deprecated
 
 METHODS = {
     "sft": "lightalign.adapters.sft",
@@ -75,8 +74,7 @@ def rename_deprecated(data: dict, source: str) -> dict:
             raise UserError(f"{source}: both {old!r} (deprecated) and {new!r} are set; keep only {new!r}")
         new_value = values.get(value, value) if isinstance(value, (str, bool)) else value
         target[new_key] = new_value
-        print(f"{source}: deprecated key {old}: {value!r} -> use {new}: {new_value!r} "
-              "(the old name goes in the next release)", file=sys.stderr)
+        deprecated(f"{source}: deprecated key {old}: {value!r} -> use {new}: {new_value!r}")
     return data
 
 
