@@ -12,7 +12,7 @@ import json
 import pytest
 
 from lightalign.adapters.datasets import load_rows
-from lightalign import errors, schemas
+from lightalign import errors
 from lightalign.errors import UserError
 from lightalign.schemas import BadRow, parse_hh, problems
 from lightalign.training.sections import DataSection
