@@ -7,6 +7,15 @@ every layer's input plus one layer recomputed; without: every layer's saved tens
 TRL's fused log-prob kernel allocates, and the transient full-precision copy of the largest 4-bit
 weight that bitsandbytes dequantizes per matmul. The decoder is modelled as Llama-style (GQA + SwiGLU),
 which covers Llama, Qwen2, Mistral and the mini-lab base.
+
+On several GPUs (`gpus` > 1) the figure is per GPU. DDP keeps a full replica per GPU plus gradient
+buckets for the all-reduce. FSDP (FULL_SHARD, one unit per decoder layer, LoRA layers in their own
+units as PEFT's wrap policy does) shards the packed 4-bit weights, the other weights, the adapter, its
+gradients and optimizer states over the GPUs; every GPU still holds: the NF4 block constants (quant
+state is not a parameter, so FSDP does not shard it), the unsharded root unit (embeddings, lm_head,
+final norm: FSDP keeps the root gathered from forward to backward), two gathered decoder layers (the
+current one and the prefetched one), its own activations, and communication buffers. With CPU offload
+(`fsdp_offload_params`) the sharded states live in CPU RAM instead.
 Hand-written: no library predicts this from a recipe (accelerate's estimator counts weights only).
 """
 
@@ -23,6 +32,7 @@ LINEARS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down
 NF4_BLOCK, DQ_BLOCK = 64, 256
 TOKEN_TILE, VOCAB_TILE = 4096, 32768  # trl.kernels.chunked_logprob tile of the fused LM head
 CUDA_CONTEXT_GIB = 0.5                # CUDA context + cuBLAS workspace, outside the allocator's count
+COMM_BUFFER_BYTES = 256 * 2**20       # NCCL buffers of a multi-GPU job (a rough allowance, inside the allocator)
 FRAGMENTATION = 1.10                  # allocator slack on top of the allocated peak
 
 
@@ -132,6 +142,9 @@ class Setup:
     batch_size: int = 1                # sequences per step (DPO/ORPO: pairs -> 2 sequences each)
     seq_len: int = 1024
     gradient_checkpointing: bool = True
+    gpus: int = 1                      # processes (one per GPU); the estimate is then per GPU
+    fsdp: bool = False                 # FSDP FULL_SHARD over `gpus` (else DDP when gpus > 1)
+    cpu_offload: bool = False          # FSDP fsdp_offload_params: sharded states in CPU RAM
 
 
 def optimizer_bytes_per_param(optim: str, param_bytes: int) -> float:
@@ -189,13 +202,51 @@ def estimate(arch: Arch, s: Setup) -> dict:
              "activations_saved": saved, "activations_recompute": recompute, "backward_working_set": working,
              "lm_head_tile": logits, "dequant_transient": dequant}
     static = base_linear + base_other + adapter + grads + optimizer
+    out = {"lora_params": lora_params, "base_params": arch.params(), "tokens_per_step": tokens}
+    if s.gpus > 1 and s.fsdp:
+        terms, static, out["cpu_offloaded_bytes"] = _fsdp_terms(arch, s, terms, lora_params)
+    elif s.gpus > 1:
+        terms["ddp_gradient_buckets"] = grads  # DDP all-reduces from bucket copies of the gradients
+        terms["comm_buffers"] = COMM_BUFFER_BYTES
+        static += grads + COMM_BUFFER_BYTES
     peak = static + saved + max(logits, recompute + working) + dequant
     return {"terms": {k: int(v) for k, v in terms.items()}, "peak_bytes": int(peak), "static_bytes": int(static),
-            "lora_params": lora_params, "base_params": arch.params(), "tokens_per_step": tokens}
+            **out}
 
 
-def setup_from_recipe(cfg, method: str, device: str = "cuda", bf16: bool = True) -> Setup:
-    """The Setup a recipe Config trains with on `device` ('cuda' with/without bf16, or 'cpu')."""
+def _fsdp_terms(arch: Arch, s: Setup, terms: dict, lora_params: int) -> tuple[dict, float, float]:
+    """Per-GPU weight and state terms under FSDP FULL_SHARD: (terms, static bytes, bytes offloaded to CPU)."""
+    n = s.gpus
+    quantized = "base_4bit_linear" in terms
+    linear = terms["base_4bit_linear" if quantized else "base_linear"]
+    lin_params = arch.layers * sum(a * b for a, b in arch.linear_shapes().values())
+    packed = lin_params * 0.5 if quantized else linear          # the sharded 4-bit payload
+    constants = linear - packed                                  # NF4 block constants, on every GPU
+    other_params = arch.params() - lin_params
+    other_bytes = terms["base_unquantized"] / other_params if other_params else 0
+    root = (other_params - 2 * arch.layers * arch.hidden) * other_bytes  # embeddings, lm_head, final norm
+    layer = (packed + 2 * arch.layers * arch.hidden * other_bytes + lora_params * s.adapter_bytes) / arch.layers
+    sharded = {"base_4bit_linear" if quantized else "base_linear": packed / n,
+               "base_unquantized": terms["base_unquantized"] / n,
+               "adapter": terms["adapter"] / n, "gradients": terms["gradients"] / n,
+               "optimizer": terms["optimizer"] / n}
+    offloaded = sum(sharded.values()) if s.cpu_offload else 0.0
+    if s.cpu_offload:
+        sharded = {k: 0 for k in sharded}
+    out = {**terms, **sharded}
+    if quantized:
+        out["quant_constants"] = constants
+    out["gathered_root"] = root
+    out["gathered_layers"] = 2 * layer
+    out["comm_buffers"] = COMM_BUFFER_BYTES
+    static = sum(sharded.values()) + (constants if quantized else 0) + root + 2 * layer + COMM_BUFFER_BYTES
+    return out, static, offloaded
+
+
+def setup_from_recipe(cfg, method: str, device: str = "cuda", bf16: bool = True, gpus: int = 1,
+                      fsdp: bool = False, cpu_offload: bool = False) -> Setup:
+    """The Setup a recipe Config trains with on `device` ('cuda' with/without bf16, or 'cpu'), on
+    `gpus` processes with DDP, or FSDP when `fsdp`; training.batch_size is per process."""
     compute = {"bf16": 2, "fp16": 2, "fp32": 4}.get(cfg.model.compute_dtype) or (2 if device == "cuda" and bf16 else 4)
     targets = LINEARS if cfg.lora.target_modules == "all-linear" else tuple(cfg.lora.target_modules)
     pairs = 2 if method in ("dpo", "orpo") else 1
@@ -204,7 +255,8 @@ def setup_from_recipe(cfg, method: str, device: str = "cuda", bf16: bool = True)
                  lora_dropout=cfg.lora.dropout, use_dora=cfg.lora.use_dora,
                  adapter_bytes=2 if (compute == 2 and cfg.model.quantization == "nf4") else 4,
                  optim=cfg.training.optim, batch_size=cfg.training.batch_size * pairs,
-                 seq_len=cfg.data.max_length, gradient_checkpointing=cfg.training.gradient_checkpointing)
+                 seq_len=cfg.data.max_length, gradient_checkpointing=cfg.training.gradient_checkpointing,
+                 gpus=gpus, fsdp=fsdp, cpu_offload=cpu_offload)
 
 
 def fits(peak_bytes: int, card_gib: float) -> tuple[bool, float]:

@@ -70,7 +70,7 @@ def build_trainer(cfg: Config, resume_from: str | None = None, callbacks=()):
     extras = {"data": data_stats}
     if cfg.orpo.group_by_length:
         t = cfg.training
-        extras["processed_saved_by_grouping"] = group_preference_rows(trainer, t.batch_size, t.seed)
+        extras["processed_saved_by_grouping"] = group_preference_rows(trainer, runs.grouping_batch(t), t.seed)
     counter = runs.CountingCollator(trainer.data_collator, tokenizer.pad_token_id)
     trainer.data_collator = counter
     recorder.counter, recorder.trainer = counter, trainer
@@ -81,7 +81,7 @@ def train(cfg: Config, callbacks=()) -> Path:
     started = time.perf_counter()
     out_dir, resume_from, done = runs.prepare_run(cfg, "orpo")
     if done:
-        print(f"{out_dir}: already complete (metrics.json present); skipping")
+        runs.notice(f"{out_dir}: already complete (metrics.json present); skipping")
         return out_dir
     runs.announce_resume(resume_from, f"{out_dir}: ")
     trainer, tokenizer, parts = build_trainer(cfg, resume_from, callbacks)

@@ -76,7 +76,8 @@ def build_trainer(cfg: Config, resume_from: str | None = None, callbacks=()):
     extras = {"data": data_stats, "label_audit": audit}
     if cfg.sft.packing and not (cfg.model.attn_implementation or "").startswith("flash"):
         trainer.data_collator = PackedRowsCollator(tokenizer.pad_token_id)
-        extras["processed_saved_by_grouping"] = group_packed_rows(trainer, cfg.training.batch_size, cfg.training.seed)
+        extras["processed_saved_by_grouping"] = group_packed_rows(trainer, runs.grouping_batch(cfg.training),
+                                                                    cfg.training.seed)
     counter = runs.CountingCollator(trainer.data_collator, tokenizer.pad_token_id)
     trainer.data_collator = counter
     recorder.counter, recorder.trainer = counter, trainer
@@ -87,7 +88,7 @@ def train(cfg: Config, callbacks=()) -> Path:
     started = time.perf_counter()
     out_dir, resume_from, done = runs.prepare_run(cfg, "sft")
     if done:
-        print(f"{out_dir}: already complete (metrics.json present); skipping")
+        runs.notice(f"{out_dir}: already complete (metrics.json present); skipping")
         return out_dir
     runs.announce_resume(resume_from, f"{out_dir}: ")
     trainer, tokenizer, parts = build_trainer(cfg, resume_from, callbacks)

@@ -2,6 +2,8 @@
 
     lightalign correct --aligner runs/minilab/aligner --in answers.jsonl --out corrected.jsonl
     cat answers.jsonl | lightalign correct --aligner PATH --in - --out -
+    lightalign correct --aligner PATH --engine vllm --in answers.jsonl --out corrected.jsonl     # on vLLM
+    lightalign correct --aligner PATH --aligner-url http://gpu-host:8000/v1 --in ... --out ...  # `vllm serve PATH`
     lightalign correct --aligner PATH --in questions.jsonl --upstream-url http://127.0.0.1:8000/v1 \
         --upstream-model my-model --out corrected.jsonl            # ask an upstream model first
     lightalign correct --in corrected.jsonl --dpo-out dpo.jsonl --sft-out sft.jsonl   # weak-to-strong data
@@ -31,6 +33,7 @@ import json
 import os
 import sys
 
+from lightalign.aligner.engines import add_engine_arguments, engine_from_args
 from lightalign.errors import UserError, deprecated
 from lightalign.io import BOMS, append_jsonl, decode_utf8, make_dir, parse_records, read_bytes, write_jsonl
 
@@ -42,7 +45,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--template", help="prompt template name or custom string (default: the Aligner's own)")
     p.add_argument("--in", dest="in_path", default="-", help="input JSONL ('-' = stdin)")
     p.add_argument("--out", default="-", help="output JSONL ('-' = stdout); an existing file is resumed")
-    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--batch-size", type=int, default=None,
+                   help="corrections per Aligner call (default 16; 256 with --engine vllm or --aligner-url)")
     p.add_argument("--max-new-tokens", type=int, help="limit per correction (default: the Aligner's)")
     p.add_argument("--question-field", default="question")
     p.add_argument("--answer-field", default="answer")
@@ -71,6 +75,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--retry-errors", action="store_true",
                    help="redo the records of --out that ended in an error (others are kept, as on any resume)")
     p.add_argument("--no-progress", action="store_true")
+    add_engine_arguments(p)
 
 
 def _deprecated(old: str, new: str) -> None:
@@ -279,6 +284,8 @@ def run(args) -> int:
 def _check_numbers(args) -> None:
     import math
 
+    if args.batch_size is None:  # vLLM batches continuously and a server takes requests in parallel: feed more
+        args.batch_size = 16 if args.engine == "native" and not args.aligner_url else 256
     if args.batch_size < 1:
         raise UserError(f"--batch-size must be >= 1, got {args.batch_size}")
     if args.max_new_tokens is not None and args.max_new_tokens < 1:
@@ -310,8 +317,13 @@ def _load_aligner(args):
     kwargs = {}
     if args.max_new_tokens is not None:
         kwargs["max_new_tokens"] = args.max_new_tokens
+    kwargs.update(engine_from_args(args, timeout=args.timeout, retries=args.retries))
+    if kwargs["engine"] == "native":
+        kwargs.update(allow_pickle=args.allow_pickle, device=args.device)
+    elif args.allow_pickle or args.device:
+        raise UserError(f"--allow-pickle and --device apply to the native engine, not {kwargs['engine']!r}")
     return Aligner.from_pretrained(args.aligner, template=args.template, trust_remote_code=args.trust_remote_code,
-                                   allow_pickle=args.allow_pickle, device=args.device, **kwargs)
+                                   **kwargs)
 
 
 def _correct_chunk(chunk, aligner, upstream, args) -> list[dict]:
@@ -351,6 +363,9 @@ def _correct_chunk(chunk, aligner, upstream, args) -> list[dict]:
     results = aligner.correct_batch([(q, a) for _, q, a in to_correct], batch_size=args.batch_size)
     for (k, q, a), c in zip(to_correct, results):
         rec = chunk[k][1]
+        if c.fallback and c.fallback.startswith("error"):  # the Aligner failed on it (e.g. its server is down)
+            outs[k] = _error({**rec, "question": q, "answer": a}, "aligner: " + c.fallback.split(": ", 1)[-1])
+            continue
         outs[k] = {**rec, "question": q, "answer": a, "correction": c.text, "changed": c.changed,
                    "fallback": c.fallback}
     return outs  # type: ignore[return-value]

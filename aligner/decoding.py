@@ -17,6 +17,13 @@ This is exact for RoPE / absolute-position decoders (Llama, Qwen, Gemma, Mistral
 sequence fits the sliding window, if any. Encoder-decoders (T5's relative bias and BART's learned
 positions are computed from cache slots, where holes would shift them) instead re-run the short
 decoder on the compact, right-padded sequence every step; the encoder runs once.
+
+Where the time goes on a CPU: the first pass of a batch (prompts + drafts) costs about what one
+teacher-forced pass over prompt + answer does, and most rows that keep their answer finish in it.
+What remains is the rows that rewrite: a few per batch, for many nearly empty passes. So (causal
+models) the rows still writing after their batch's first pass join one shared batch with those of
+earlier batches (their caches left-padded with masked slots to one width), and all draft slots of a
+pass have one width, chosen so that at most about half of them are padding (_draft_width).
 """
 
 from __future__ import annotations
@@ -77,15 +84,16 @@ class _Row:
     done: bool = False
     finished: bool = False
 
-    def draft(self, k: int, ngram: int) -> list[int]:
+    def draft(self, k: int, ngram: int) -> tuple[list[int], int]:
+        """(up to k draft tokens, how many of them are worth a padded slot of their own: all while copying,
+        2 after a miss). The pass pads every row to one width, so the rest fill slots other rows paid for."""
         room = self.limit - len(self.gen) - 1  # the verifying pass adds one token of its own
         self.k = k if self.k is None else min(self.k, k)
-        k = min(self.k, room)
+        k = min(k, room)
         if k <= 0:
-            return []
-        if self.ptr is None:
-            return self._reanchor(ngram)[:k]
-        return self.source[self.ptr:self.ptr + k]
+            return [], 0
+        tokens = (self._reanchor(ngram) if self.ptr is None else self.source[self.ptr:])[:k]
+        return tokens, min(self.k, len(tokens))
 
     def _match(self, ngram: int, min_n: int) -> int | None:
         """Where in the answer the last generated n-gram (longest first) continues, or None."""
@@ -125,9 +133,9 @@ class _Row:
     def accept(self, drafted: list[int], n_accepted: int, bonus: int) -> None:
         new = drafted[:n_accepted] + [bonus]
         # Draft length adapts per row: on a CPU every padded draft slot costs compute, so a row that
-        # is rewriting (drafts rejected) proposes 2 tokens; one that is copying doubles back up.
-        if drafted and self.k is not None:
-            self.k = self.k * 2 if n_accepted == len(drafted) else 2
+        # is rewriting (drafts rejected) asks for 2 slots; one that is copying doubles back up.
+        if drafted and self.k is not None:  # (drafts may run past k into slots other rows paid for)
+            self.k = self.k * 2 if n_accepted >= min(self.k, len(drafted)) else 2
         if self.ptr is not None:
             self.ptr += n_accepted
             self.anchor = self.ptr
@@ -198,6 +206,26 @@ def _pad_drafts(drafts: list[list[int]], pad: int, device) -> tuple[torch.Tensor
     return t.view(len(drafts), d), torch.tensor([len(x) for x in drafts], dtype=torch.long, device=device)
 
 
+def _draft_width(wanted: list[int], slack: int = 32) -> int:
+    """Draft slots per row for one pass. Every row gets the same number and a padded slot costs as much
+    compute as a used one, so widen only while the rows that want the extra slots fill at least half of
+    them (or they are few: `slack` slots are cheap next to a pass's fixed cost)."""
+    width = 0
+    for d in sorted(set(wanted)):
+        filled = sum(min(n, d) - min(n, width) for n in wanted)
+        if 2 * filled + slack < len(wanted) * (d - width):
+            break
+        width = d
+    return width
+
+
+def _drafts(rows: list[_Row], num_draft: int, ngram: int) -> list[list[int]]:
+    """Each row's draft for the next pass, all cut to one width (see _draft_width)."""
+    proposed = [row.draft(num_draft, ngram) for row in rows]
+    width = _draft_width([wanted for _, wanted in proposed])
+    return [tokens[:width] for tokens, _ in proposed]
+
+
 def _forward_params(model) -> set:
     try:
         return set(inspect.signature(model.forward).parameters)
@@ -211,71 +239,164 @@ def _cache_kwarg(params: set) -> str:
     return "cache" if "cache" in params else "past_key_values"
 
 
-@torch.inference_mode()
-def copy_greedy_causal(model, prompts: list[list[int]], sources: list[list[int]], *, pad_token_id: int,
-                       eos_token_id: int | None, max_new_tokens: int, num_draft: int = 16,
-                       ngram: int = 3, copy_bias: float = 0.0, copy_min_prob: float = 0.0,
-                       memory: DraftMemory | None = None) -> list[Decoded]:
-    """Greedy continuation of each prompt (token ids), drafting from `sources` (and from `memory`:
-    pass one DraftMemory to successive calls so later batches reuse earlier corrections)."""
-    from transformers import DynamicCache
+class _Batch:
+    """Rows that go through the model together: one rectangular KV cache, its attention mask over the cached
+    slots (rejected draft slots are holes), and what each row feeds next: its prompt at first (left-padded,
+    so every prompt ends in the last column), then the token the last pass chose."""
 
-    device = next(model.parameters()).device
-    eos = _eos_set(model, eos_token_id)
-    first_eos = min(eos) if eos_token_id is None else eos_token_id
-    memory = DraftMemory(ngram) if memory is None else memory
-    rows = [_Row(list(src) + [first_eos], max_new_tokens, eos, memory=memory) for src in sources]
-    if max_new_tokens <= 0 or not prompts:
-        return [Decoded([], False) for _ in prompts]
+    def __init__(self, rows: list[int], cache, mask, feed, feed_mask, feed_pos, next_pos):
+        self.rows, self.cache, self.mask = rows, cache, mask
+        self.feed, self.feed_mask, self.feed_pos, self.next_pos = feed, feed_mask, feed_pos, next_pos
 
-    width = max(len(p) for p in prompts)
-    feed = torch.full((len(prompts), width), pad_token_id, dtype=torch.long, device=device)
-    feed_mask = torch.zeros_like(feed)
-    for i, p in enumerate(prompts):  # left padding: every prompt ends in the last column
-        feed[i, width - len(p):] = torch.tensor(p, dtype=torch.long, device=device)
-        feed_mask[i, width - len(p):] = 1
-    feed_pos = (feed_mask.cumsum(-1) - 1).clamp(min=0)
-    next_pos = torch.tensor([len(p) for p in prompts], dtype=torch.long, device=device)  # first draft's position
-    mask = None  # attention mask over everything already in the cache
-    cache = DynamicCache(config=model.config)
-    params = _forward_params(model)
-    keep_kw, cache_kw = "logits_to_keep" in params, _cache_kwarg(params)
-    active = list(range(len(prompts)))
+    @classmethod
+    def start(cls, model, rows: list[int], prompts: list[list[int]], pad_token_id: int, device) -> "_Batch":
+        from transformers import DynamicCache
 
-    while active:
-        drafted = [rows[i].draft(num_draft, ngram) for i in active]
-        drafts, lengths = _pad_drafts(drafted, pad_token_id, device)
+        width = max(len(p) for p in prompts)
+        feed = torch.full((len(prompts), width), pad_token_id, dtype=torch.long, device=device)
+        feed_mask = torch.zeros_like(feed)
+        for i, p in enumerate(prompts):
+            feed[i, width - len(p):] = torch.tensor(p, dtype=torch.long, device=device)
+            feed_mask[i, width - len(p):] = 1
+        feed_pos = (feed_mask.cumsum(-1) - 1).clamp(min=0)
+        next_pos = torch.tensor([len(p) for p in prompts], dtype=torch.long, device=device)  # first draft's
+        return cls(rows, DynamicCache(config=model.config), None, feed, feed_mask, feed_pos, next_pos)
+
+    def step(self, run: "_Run") -> None:
+        """One pass verifying every row's draft; rows that finish leave the batch."""
+        device, rows = self.feed.device, run.rows
+        drafted = _drafts([rows[i] for i in self.rows], run.num_draft, run.ngram)
+        drafts, lengths = _pad_drafts(drafted, run.pad_token_id, device)
         d = drafts.shape[1]
-        step_ids = torch.cat([feed, drafts], dim=1)
-        step_mask = torch.cat([feed_mask, torch.ones_like(drafts)], dim=1)
-        full_mask = step_mask if mask is None else torch.cat([mask, step_mask], dim=1)
-        positions = torch.cat([feed_pos, next_pos[:, None] + torch.arange(d, device=device)[None, :]], dim=1)
-        kwargs = {cache_kw: cache, **({"logits_to_keep": d + 1} if keep_kw else {})}
-        out = model(input_ids=step_ids, attention_mask=full_mask, position_ids=positions, use_cache=True,
-                    **kwargs)
-        n_acc, pred = _accepted(drafts, lengths, out.logits[:, -(d + 1):], copy_bias, copy_min_prob)
+        step_ids = torch.cat([self.feed, drafts], dim=1)
+        step_mask = torch.cat([self.feed_mask, torch.ones_like(drafts)], dim=1)
+        full_mask = step_mask if self.mask is None else torch.cat([self.mask, step_mask], dim=1)
+        positions = torch.cat([self.feed_pos, self.next_pos[:, None] + torch.arange(d, device=device)[None, :]], 1)
+        kwargs = {run.cache_kw: self.cache, **({"logits_to_keep": d + 1} if run.keep_kw else {})}
+        out = run.model(input_ids=step_ids, attention_mask=full_mask, position_ids=positions, use_cache=True,
+                        **kwargs)
+        n_acc, pred = _accepted(drafts, lengths, out.logits[:, -(d + 1):], run.copy_bias, run.copy_min_prob)
         bonus = pred.gather(1, n_acc[:, None])[:, 0]
         if d:  # rejected draft slots stay in the cache as holes nobody attends to ...
             full_mask[:, -d:] = (torch.arange(d, device=device)[None, :] < n_acc[:, None]).to(full_mask.dtype)
             unused = d - int(n_acc.max())
             if unused:  # ... except the trailing slots no row accepted: those are dropped
-                cache.crop(-unused)
+                self.cache.crop(-unused)
                 full_mask = full_mask[:, :-unused]
-        mask = full_mask
-        for i, dr, n, b in zip(active, drafted, n_acc.tolist(), bonus.tolist()):
+        self.mask = full_mask
+        for i, dr, n, b in zip(self.rows, drafted, n_acc.tolist(), bonus.tolist()):
             rows[i].accept(dr, n, b)
-        feed, feed_mask = bonus[:, None], torch.ones_like(bonus[:, None])
-        feed_pos = (next_pos + n_acc)[:, None]
-        next_pos = next_pos + n_acc + 1
-        keep = [r for r, i in enumerate(active) if not rows[i].done]
-        if len(keep) < len(active):
-            active = [active[r] for r in keep]
-            if not active:
-                break
-            idx = torch.tensor(keep, dtype=torch.long, device=device)
-            cache.batch_select_indices(idx)
-            mask, feed, feed_mask, feed_pos, next_pos = (mask[idx], feed[idx], feed_mask[idx], feed_pos[idx],
-                                                         next_pos[idx])
+        self.feed, self.feed_mask = bonus[:, None], torch.ones_like(bonus[:, None])
+        self.feed_pos = (self.next_pos + n_acc)[:, None]
+        self.next_pos = self.next_pos + n_acc + 1
+        keep = [r for r, i in enumerate(self.rows) if not rows[i].done]
+        if len(keep) < len(self.rows):
+            self.rows = [self.rows[r] for r in keep]
+            if self.rows:
+                idx = torch.tensor(keep, dtype=torch.long, device=device)
+                self.cache.batch_select_indices(idx)
+                self.mask, self.feed, self.feed_mask, self.feed_pos, self.next_pos = (
+                    self.mask[idx], self.feed[idx], self.feed_mask[idx], self.feed_pos[idx], self.next_pos[idx])
+                self._trim()
+
+    def join(self, other: "_Batch") -> "_Batch":
+        """Both batches as one, each cache left-padded with masked slots to the longer one. Positions are
+        explicit, so a row's RoPE positions do not depend on where its slots sit."""
+        width = max(self.mask.shape[1], other.mask.shape[1])
+
+        def left_pad(t, dim):
+            if t.shape[dim] == width:
+                return t
+            shape = list(t.shape)
+            shape[dim] = width - t.shape[dim]
+            return torch.cat([t.new_zeros(shape), t], dim=dim)
+
+        for mine, theirs in zip(self.cache.layers, other.cache.layers):
+            mine.keys = torch.cat([left_pad(mine.keys, -2), left_pad(theirs.keys, -2)])
+            mine.values = torch.cat([left_pad(mine.values, -2), left_pad(theirs.values, -2)])
+        self.rows = self.rows + other.rows
+        self.mask = torch.cat([left_pad(self.mask, 1), left_pad(other.mask, 1)])
+        self.feed, self.feed_mask, self.feed_pos, self.next_pos = (
+            torch.cat([a, b]) for a, b in ((self.feed, other.feed), (self.feed_mask, other.feed_mask),
+                                           (self.feed_pos, other.feed_pos), (self.next_pos, other.next_pos)))
+        self._trim()
+        return self
+
+    def _trim(self) -> None:
+        """Drop the leading slots no remaining row attends to (left padding of rows that have left)."""
+        start = int(self.mask.any(0).int().argmax())
+        if start and _joinable(self.cache):
+            for layer in self.cache.layers:
+                layer.keys, layer.values = layer.keys[..., start:, :], layer.values[..., start:, :]
+            self.mask = self.mask[:, start:]
+
+
+@dataclass
+class _Run:
+    """What every pass of one copy_greedy_causal call shares."""
+    model: object
+    rows: list[_Row]
+    num_draft: int
+    ngram: int
+    copy_bias: float
+    copy_min_prob: float
+    pad_token_id: int
+    cache_kw: str
+    keep_kw: bool
+
+
+def _joinable(cache) -> bool:
+    """Only plain growing caches can be padded and stacked (not sliding-window, quantized, ... layers)."""
+    from transformers.cache_utils import DynamicLayer
+
+    layers = getattr(cache, "layers", None)
+    return bool(layers) and all(type(layer) is DynamicLayer and layer.is_initialized for layer in layers)
+
+
+@torch.inference_mode()
+def copy_greedy_causal(model, prompts: list[list[int]], sources: list[list[int]], *, pad_token_id: int,
+                       eos_token_id: int | None, max_new_tokens: int | list[int], num_draft: int = 16,
+                       ngram: int = 3, copy_bias: float = 0.0, copy_min_prob: float = 0.0,
+                       memory: DraftMemory | None = None, batch_size: int | None = None) -> list[Decoded]:
+    """Greedy continuation of each prompt (token ids), drafting from `sources` (and from `memory`:
+    pass one DraftMemory to successive calls so later batches reuse earlier corrections).
+    `max_new_tokens` is one limit for all rows or one per row.
+
+    With `batch_size`, prompts take their first pass `batch_size` at a time, in the order given (sort
+    them by length), and the rows still writing after it go on in one shared batch with the unfinished
+    rows of earlier groups: the few long rewrites of each group share their passes instead of each group
+    paying its own tail of nearly empty ones. Without it, all prompts are one group."""
+    device = next(model.parameters()).device
+    eos = _eos_set(model, eos_token_id)
+    first_eos = min(eos) if eos_token_id is None else eos_token_id
+    memory = DraftMemory(ngram) if memory is None else memory
+    limits = [max_new_tokens] * len(prompts) if isinstance(max_new_tokens, int) else list(max_new_tokens)
+    if len(limits) != len(prompts) or len(sources) != len(prompts):
+        raise ValueError("prompts, sources and per-row max_new_tokens differ in length")
+    rows = [_Row(list(src) + [first_eos], limit, eos, memory=memory) for src, limit in zip(sources, limits)]
+    todo = [i for i, limit in enumerate(limits) if limit > 0]
+    params = _forward_params(model)
+    run = _Run(model, rows, num_draft, ngram, copy_bias, copy_min_prob, pad_token_id, _cache_kwarg(params),
+               "logits_to_keep" in params)
+    size = max(1, batch_size or len(todo))
+    pool = None  # the rows still writing, from every group started so far
+    for s in range(0, len(todo), size):
+        group = todo[s:s + size]
+        batch = _Batch.start(model, group, [prompts[i] for i in group], pad_token_id, device)
+        batch.step(run)
+        if not batch.rows:
+            continue
+        if pool is None or not pool.rows:
+            pool = batch
+        elif _joinable(pool.cache) and _joinable(batch.cache):
+            pool.join(batch)
+        else:  # caches that cannot be stacked: the earlier rows finish first
+            while pool.rows:
+                pool.step(run)
+            pool = batch
+        pool.step(run)
+    while pool is not None and pool.rows:
+        pool.step(run)
     return [Decoded(r.gen, r.finished) for r in rows]
 
 
@@ -317,7 +438,7 @@ def copy_greedy_seq2seq(model, prompts: list[list[int]], sources: list[list[int]
 
     while active:
         idx = torch.tensor(active, dtype=torch.long, device=device)
-        drafted = [rows[i].draft(num_draft, ngram) for i in active]
+        drafted = _drafts([rows[i] for i in active], num_draft, ngram)
         drafts, lengths = _pad_drafts(drafted, pad_token_id, device)
         seqs = [[start] + rows[i].gen + drafted[r] for r, i in enumerate(active)]
         t = max(len(s) for s in seqs)

@@ -7,6 +7,12 @@
 Loads seq2seq (T5/BART) and decoder-only (Llama/Qwen/Gemma) checkpoints, and LoRA adapter folders
 (peft, only when adapter_config.json is there). Safe by default: safetensors only, no remote code.
 Needs only the core dependencies.
+
+Past one process (see lightalign.aligner.engines): the same templates, guards and fallbacks run on
+vLLM or on a remote completions server that hosts the Aligner; only the decoding moves.
+
+    Aligner.from_pretrained(path, engine="vllm")                                   # vLLM's offline engine
+    Aligner.from_pretrained(path, engine="remote", engine_options={"url": "http://127.0.0.1:8000/v1"})
 """
 
 from __future__ import annotations
@@ -17,6 +23,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Iterable, Sequence
 
+from lightalign.aligner.engines import NativeEngine, RemoteEngine, VLLMEngine, engine_for
 from lightalign.aligner.guards import fallback_reason
 from lightalign.aligner.templates import Template, get_template
 from lightalign.errors import UserError
@@ -71,11 +78,16 @@ class Aligner:
     def __init__(self, model, tokenizer, template: Template | str | dict | None = None,
                  architecture: str | None = None, max_new_tokens: int = 512, num_draft: int = 16,
                  decoding: str = "copy", base_model: str | None = None, copy_bias: float = 0.0,
-                 copy_min_prob: float = 0.0):
-        self.model = model.eval()
+                 copy_min_prob: float = 0.0, engine=None, config=None):
+        """`model` is the loaded transformers model, or None when `engine` (a VLLMEngine or
+        RemoteEngine) decodes elsewhere; `config` is then the model's config (its context length)."""
+        if model is None and engine is None:
+            raise UserError("give a model, or an engine that decodes elsewhere")
+        self.model = model.eval() if model is not None else None
+        self.config = config if config is not None else model.config
         self.tokenizer = tokenizer
         self.template = get_template(template)
-        self.architecture = architecture or ("seq2seq" if model.config.is_encoder_decoder else "causal")
+        self.architecture = architecture or ("seq2seq" if self.config.is_encoder_decoder else "causal")
         if self.architecture not in ("causal", "seq2seq"):
             raise UserError(f"architecture must be 'causal' or 'seq2seq', got {self.architecture!r}")
         if self.template.chat and self.architecture == "seq2seq":
@@ -97,17 +109,29 @@ class Aligner:
         self.copy_bias = copy_bias
         self.copy_min_prob = copy_min_prob
         self.base_model = base_model
+        if engine is not None and (copy_bias or copy_min_prob or decoding != "copy"):
+            raise UserError(f"engine {engine.name!r} decodes exact greedy only: copy_bias, copy_min_prob and "
+                            "decoding='generate' need the native engine")
+        if engine is not None and self.architecture == "seq2seq":
+            raise UserError(f"engine {engine.name!r} runs decoder-only Aligners; use the native engine for seq2seq")
+        self.engine = engine or NativeEngine(model, tokenizer, decoding, num_draft, copy_bias, copy_min_prob,
+                                             self.architecture)
 
     # ---------------------------------------------------------------- loading / saving
     @classmethod
     def from_pretrained(cls, path: str | os.PathLike, template: str | dict | Template | None = None,
                         trust_remote_code: bool = False, allow_pickle: bool = False, device: str | None = None,
-                        dtype=None, load_in_4bit: bool = False, **kwargs) -> "Aligner":
+                        dtype=None, load_in_4bit: bool = False, engine: str = "native",
+                        engine_options: dict | None = None, **kwargs) -> "Aligner":
         """Load an Aligner from a folder or hub id.
 
         `template` overrides the one recorded in aligner_config.json (a checkpoint without that file,
         such as the released aligner-7b-v1.0, gets "aligner-v1"). Adapter folders (adapter_config.json)
         are loaded on their base model through peft and merged for speed (not when load_in_4bit).
+
+        `engine`: "native" (this process), "vllm" (`engine_options` go to `vllm.LLM`, over our
+        defaults) or "remote" (`engine_options`: url, and optionally model, key_env, timeout, retries,
+        concurrency); the last two read only the folder's config and tokenizer, never its weights.
         """
         import torch
         from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSeq2SeqLM, AutoTokenizer
@@ -132,6 +156,9 @@ class Aligner:
             model_path = base
         loading.check_model_source(model_path, trust_remote_code, allow_pickle,
                                    what="Aligner base model" if adapter_file else "Aligner")
+        if engine_for(engine) != "native":
+            return cls._elsewhere(path, model_path, saved, adapter_file, engine, engine_options or {},
+                                  template, trust_remote_code, kwargs)
         device = device or default_device()
         if dtype is None:
             dtype = torch.float32 if device == "cpu" else "auto"
@@ -165,6 +192,42 @@ class Aligner:
         return cls(model, tokenizer, template if template is not None else saved.get("template"),
                    architecture=arch, base_model=saved.get("base_model"), **kwargs)
 
+    @classmethod
+    def _elsewhere(cls, path, model_path, saved, adapter_file, engine, options, template, trust_remote_code,
+                   kwargs) -> "Aligner":
+        """An Aligner whose decoding runs on vLLM or a remote server: config and tokenizer only."""
+        from transformers import AutoConfig, AutoTokenizer
+
+        from lightalign.aligner.engines import eos_ids
+
+        if load_kwargs := {k for k in ("allow_pickle", "device", "dtype", "load_in_4bit") if kwargs.get(k)}:
+            raise UserError(f"engine {engine!r}: {', '.join(sorted(load_kwargs))} apply to the native engine only")
+        try:
+            config = AutoConfig.from_pretrained(model_path, trust_remote_code=trust_remote_code)
+            tok_path = path if _locate(path, "tokenizer_config.json") else model_path
+            tokenizer = AutoTokenizer.from_pretrained(tok_path, trust_remote_code=trust_remote_code)
+        except (OSError, ValueError) as e:
+            raise UserError(f"{path}: cannot read the Aligner's config or tokenizer ({e})") from None
+        arch = saved.get("architecture") or ("seq2seq" if config.is_encoder_decoder else "causal")
+        max_pos = _config_positions(config)
+        eos = eos_ids(_generation_eos(model_path), tokenizer.eos_token_id)
+        if engine == "vllm":
+            runner = VLLMEngine(model_path, eos, options, adapter=str(Path(adapter_file).parent) if adapter_file
+                                else None, max_positions=max_pos, num_draft=kwargs.get("num_draft", 16))
+        else:
+            unknown = set(options) - {"url", "model", "key_env", "timeout", "retries", "concurrency", "vllm_fields"}
+            if unknown or not options.get("url"):
+                raise UserError("engine 'remote' takes engine_options url (required), model, key_env, timeout, "
+                                f"retries, concurrency, vllm_fields; got {sorted(options)}")
+            runner = RemoteEngine(**options, eos=eos)
+        kwargs.setdefault("max_new_tokens", saved.get("max_new_tokens", 512))
+        for key in ("copy_bias", "copy_min_prob"):
+            if saved.get(key):
+                raise UserError(f"{path}: this Aligner decodes with {key}={saved[key]}, which only the native "
+                                "engine implements")
+        return cls(None, tokenizer, template if template is not None else saved.get("template"), architecture=arch,
+                   base_model=saved.get("base_model"), engine=runner, config=config, **kwargs)
+
     def save_pretrained(self, out: str | os.PathLike, extra: dict | None = None) -> Path:
         """safetensors weights + tokenizer + aligner_config.json (template and architecture)."""
         out = Path(out)
@@ -175,6 +238,10 @@ class Aligner:
                                                       self.max_new_tokens, {**rule, **(extra or {})}))
         return out
 
+    def close(self) -> None:
+        """Free what the engine holds outside this object (vLLM's engine process, HTTP connections)."""
+        self.engine.close()
+
     # ---------------------------------------------------------------- correcting
     def prompt_ids(self, question: str, answer: str) -> list[int]:
         return self.template.encode(self.tokenizer, question, answer)
@@ -184,11 +251,7 @@ class Aligner:
         return self.tokenizer(answer, add_special_tokens=False)["input_ids"]
 
     def _max_positions(self) -> int | None:
-        cfg = self.model.config
-        for name in ("max_position_embeddings", "n_positions", "max_sequence_length"):
-            if getattr(cfg, name, None):
-                return int(getattr(cfg, name))
-        return None
+        return _config_positions(self.config)
 
     def correct(self, question: str, answer: str) -> Correction:
         return self.correct_batch([(question, answer)], batch_size=1)[0]
@@ -197,26 +260,29 @@ class Aligner:
         """Correct (question, answer) pairs (tuples or dicts). One bad pair never fails the others."""
         from tqdm.auto import tqdm
 
-        from lightalign.aligner.decoding import DraftMemory
-
-        self._memory = DraftMemory()  # corrections of earlier chunks become drafts for later ones
+        self.engine.start()  # native: corrections of earlier chunks become drafts for later ones
         items = [self._prepare(p) for p in pairs]
         results: list[Correction | None] = [it if isinstance(it, Correction) else None for it in items]
         todo = sorted((i for i, it in enumerate(items) if results[i] is None), key=lambda i: len(items[i][0]))
-        chunks = [todo[s:s + batch_size] for s in range(0, len(todo), max(1, batch_size))]
-        for chunk in tqdm(chunks, desc="correcting", unit="batch", disable=not progress):
+        batch_size = max(1, batch_size)
+        group = self.engine.group_size(batch_size)  # rows per engine call (several batches, or all of them)
+        chunks = [todo[s:s + group] for s in range(0, len(todo), group)]
+        bar = tqdm(total=len(todo), desc="correcting", unit="answer", disable=not progress)
+        for chunk in chunks:
             try:
-                done = self._decode([items[i] for i in chunk])
+                done = self._decode([items[i] for i in chunk], batch_size)
             except Exception:  # isolate the culprit: retry one by one, flag only the record that fails
                 done = []
                 for i in chunk:
                     try:
-                        done.extend(self._decode([items[i]]))
+                        done.extend(self._decode([items[i]], 1))
                     except Exception as e:  # noqa: BLE001 - a record's failure becomes a flagged record
                         ans = items[i][3]
                         done.append(Correction(ans, False, f"error: {type(e).__name__}: {e}", ans))
             for i, c in zip(chunk, done):
                 results[i] = c
+            bar.update(len(chunk))
+        bar.close()
         return results  # type: ignore[return-value]
 
     def _prepare(self, pair):
@@ -240,51 +306,19 @@ class Aligner:
             return Correction(answer, False, "too_long", answer)
         return prompt, self.answer_ids(answer), limit, answer
 
-    def _decode(self, items: list[tuple]) -> list[Correction]:
-        from lightalign.aligner import decoding
-
-        prompts = [it[0] for it in items]
-        limit = min(it[2] for it in items)  # rows in a chunk share one limit (they are sorted by length)
-        if self.decoding == "generate":
-            outs = self._generate_plain(prompts, limit)
-        else:
-            fn = decoding.copy_greedy_seq2seq if self.architecture == "seq2seq" else decoding.copy_greedy_causal
-            outs = fn(self.model, prompts, [it[1] for it in items], pad_token_id=self.tokenizer.pad_token_id,
-                      eos_token_id=self.tokenizer.eos_token_id, max_new_tokens=limit, num_draft=self.num_draft,
-                      copy_bias=self.copy_bias, copy_min_prob=self.copy_min_prob,
-                      memory=getattr(self, "_memory", None))
+    def _decode(self, items: list[tuple], batch_size: int) -> list[Correction]:
+        outs = self.engine.decode([it[0] for it in items], [it[1] for it in items], [it[2] for it in items],
+                                  batch_size)
         results = []
         for it, out in zip(items, outs):
             answer = it[3]
-            text = self.tokenizer.decode(out.tokens, skip_special_tokens=True).strip()
+            text = out.text if hasattr(out, "text") else self.tokenizer.decode(out.tokens, skip_special_tokens=True)
+            text = text.strip()
             reason = fallback_reason(text, answer, out.finished)
             if reason:
                 text = answer
             results.append(Correction(text, not reason and not _same(text, answer), reason, answer))
         return results
-
-    def _generate_plain(self, prompts: list[list[int]], limit: int) -> list:
-        """Reference path: one transformers `generate` call per prompt (greedy, no padding)."""
-        import torch
-
-        from lightalign.aligner.decoding import Decoded, _eos_set
-
-        device = next(self.model.parameters()).device
-        eos = _eos_set(self.model, self.tokenizer.eos_token_id)
-        outs = []
-        with torch.inference_mode():
-            for p in prompts:
-                ids = torch.tensor([p], device=device)
-                gen = self.model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), do_sample=False,
-                                          max_new_tokens=limit, pad_token_id=self.tokenizer.pad_token_id,
-                                          eos_token_id=sorted(eos))
-                new = gen[0] if self.architecture == "seq2seq" else gen[0, len(p):]
-                toks = new.tolist()
-                if self.architecture == "seq2seq":
-                    toks = toks[1:]  # the decoder start token
-                cut = next((k for k, t in enumerate(toks) if t in eos), None)
-                outs.append(Decoded(toks[:cut] if cut is not None else toks, cut is not None))
-        return outs
 
 
 def aligner_config(template: Template, architecture: str, base_model: str | None, max_new_tokens: int,
@@ -293,6 +327,23 @@ def aligner_config(template: Template, architecture: str, base_model: str | None
 
     return {"lightalign_version": __version__, "architecture": architecture, "template": template.to_dict(),
             "base_model": base_model, "max_new_tokens": max_new_tokens, **(extra or {})}
+
+
+def _config_positions(config) -> int | None:
+    for name in ("max_position_embeddings", "n_positions", "max_sequence_length"):
+        if getattr(config, name, None):
+            return int(getattr(config, name))
+    return None
+
+
+def _generation_eos(model_path: str):
+    """The EOS ids of the folder's generation_config.json (None when it has none)."""
+    from transformers import GenerationConfig
+
+    try:
+        return GenerationConfig.from_pretrained(model_path).eos_token_id
+    except OSError:
+        return None
 
 
 def as_pairs(records: Sequence[dict]) -> list[tuple]:

@@ -25,7 +25,7 @@ from typing import Literal, Optional
 from lightalign import loading
 from lightalign.errors import UserError
 from lightalign.io import write_json
-from lightalign.training import policy, runs
+from lightalign.training import distributed, policy, runs
 from lightalign.training.sections import DataSection, LoraSection, ModelSection, TrainingSection
 
 
@@ -161,7 +161,7 @@ def load_model(cfg: Config, weights_from: str | None = None):
         kw["revision"] = m.revision
     if m.attn_implementation:
         kw["attn_implementation"] = m.attn_implementation
-    quant = loading.quantization_config(m.quantization, m.double_quant, dtype)
+    quant = loading.quantization_config(m.quantization, m.double_quant, dtype, m.quant_storage)
     if quant is not None:
         kw["quantization_config"] = quant
     auto = AutoModelForSeq2SeqLM if arch == "seq2seq" else AutoModelForCausalLM
@@ -275,12 +275,12 @@ def train(cfg: Config, callbacks=()) -> Path:
 
     started = time.perf_counter()
     out = Path(cfg.output_dir)
-    if cfg.resume == "never":  # start over: finished stages too
+    if cfg.resume == "never" and distributed.is_main():  # start over: finished stages too
         for stage in ("identity", "correction"):
             shutil.rmtree(out / stage, ignore_errors=True)
     out, _, done = runs.prepare_run(cfg, "aligner")
     if done:
-        print(f"{out}: already complete (metrics.json present); skipping")
+        runs.notice(f"{out}: already complete (metrics.json present); skipping")
         return out
     set_seed(cfg.training.seed)
     template = get_template(cfg.template)
@@ -301,7 +301,7 @@ def train(cfg: Config, callbacks=()) -> Path:
     def encoded(rows):
         enc, skipped = encode_rows(rows, tokenizer, template, arch, cfg.data.max_length)
         if skipped:
-            print(f"skipped {skipped} rows longer than data.max_length={cfg.data.max_length}")
+            runs.notice(f"skipped {skipped} rows longer than data.max_length={cfg.data.max_length}")
         if not enc:
             raise UserError(f"{source}: no row fits data.max_length={cfg.data.max_length}")
         return enc
@@ -314,8 +314,10 @@ def train(cfg: Config, callbacks=()) -> Path:
             ident = identity_rows(triples, cfg.identity.share, cfg.training.seed)
             log["identity"] = _run_stage(cfg, model, tokenizer, arch, encoded(ident), None, id_dir,
                                          cfg.identity.epochs, cfg.identity.lr or cfg.training.lr, callbacks)
-            model.save_pretrained(id_dir, safe_serialization=True)  # stage 2 resumes from here after a crash
-            write_json(id_dir / runs.STAGE_DONE, log["identity"])
+            if distributed.is_main():
+                model.save_pretrained(id_dir, safe_serialization=True)  # stage 2 resumes from here after a crash
+                write_json(id_dir / runs.STAGE_DONE, log["identity"])
+            distributed.barrier()
     log["correction"] = _run_stage(cfg, model, tokenizer, arch, encoded(triples), eval_rows, out / "correction",
                                    cfg.training.epochs, cfg.training.lr, callbacks)
     stages = [log[s] for s in ("identity", "correction") if s in log]
@@ -325,11 +327,15 @@ def train(cfg: Config, callbacks=()) -> Path:
         "tokens": sum(s["tokens"] for s in stages), "processed_tokens": sum(s["processed_tokens"] for s in stages),
         "train_seconds": sum(s["seconds"] or 0 for s in stages),
     })
-    _save(model, tokenizer, out, cfg, arch, {"train": {k: log[k] for k in ("rows", "template")}})
+    if distributed.is_main():
+        _save(model, tokenizer, out, cfg, arch, {"train": {k: log[k] for k in ("rows", "template")}})
     log["seconds"] = round(time.perf_counter() - started, 1)
     log["wall_seconds"] = time.perf_counter() - started
     log["trainable_params"] = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    log["world_size"] = distributed.world_size()
     runs.write_metrics(out, log)  # written last: its presence means "complete"
+    if not distributed.is_main():
+        return out
     for stage in ("identity", "correction"):  # mid-stage checkpoints are only for resuming (tracker logs stay)
         ckpts = out / stage / "checkpoints"
         for ckpt in ckpts.glob("checkpoint-*"):

@@ -16,7 +16,6 @@ def add_arguments(p):
 
 
 def config_path(args):
-    import sys
     from pathlib import Path
 
     from lightalign.training.recipe import resolve_recipe

@@ -75,6 +75,8 @@ class System:
     kind: SystemKind
     adapter: str | None = None        # PEFT adapter folder (adapter kinds)
     aligner: str | None = None        # Aligner folder (aligner kinds; optional on urial/openai to correct them)
+    aligner_engine: Literal["native", "vllm", "remote"] = "native"  # where the Aligner decodes
+    aligner_engine_options: dict = field(default_factory=dict)  # vllm.LLM arguments; remote: url, model, key_env
     endpoint: Endpoint | None = None  # openai kind
     urial_examples: str | None = None  # JSONL of {"prompt","completion"} stylistic examples (urial kind)
 
@@ -94,6 +96,11 @@ class System:
             if self.endpoint is None:
                 raise ValueError(f"{where}: kind 'openai' needs an 'endpoint' section (url, model)")
             self.endpoint.check(f"systems[{i}].endpoint")
+        if self.aligner_engine != "native" and not self.aligner:
+            raise ValueError(f"{where}: aligner_engine is set but the system has no 'aligner'")
+        if self.aligner_engine == "remote" and not self.aligner_engine_options.get("url"):
+            raise ValueError(f"{where}: aligner_engine 'remote' needs aligner_engine_options.url (the server "
+                             "hosting the Aligner)")
         if self.adapter and not self.uses_adapter():
             raise ValueError(f"{where}: 'adapter' is set but kind {self.kind!r} does not use it")
 

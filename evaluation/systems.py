@@ -11,9 +11,9 @@ adapters and switched with set_adapter(); the base and URIAL systems run inside 
 
 from __future__ import annotations
 
+import json
 import threading
 from contextlib import contextmanager
-from pathlib import Path
 
 from lightalign.errors import UserError
 from lightalign.evaluation.cache import GenerationCache, cache_key, file_fingerprint
@@ -73,11 +73,11 @@ def load_base_model(path: str, quantization: str = "none", trust_remote_code: bo
                               allow_pickle=allow_pickle)
 
 
-def load_aligner(path: str):
-    """An Aligner folder or hub id (safetensors only, no remote code)."""
+def load_aligner(path: str, engine: str = "native", engine_options: dict | None = None):
+    """An Aligner folder or hub id (safetensors only, no remote code), decoding where `engine` says."""
     from lightalign.aligner import Aligner
 
-    return Aligner.from_pretrained(path)
+    return Aligner.from_pretrained(path, engine=engine, engine_options=engine_options)
 
 
 def correct_pairs(aligner, pairs: list[tuple[str, str]], batch_size: int = 16) -> list[dict]:
@@ -99,7 +99,7 @@ class Systems:
         self._model = None
         self._tokenizer = None
         self._adapter_names: dict[str, str] = {}  # adapter path -> PEFT adapter name
-        self._aligners: dict[str, object] = {}
+        self._aligners: dict[tuple, object] = {}
         self._clients: dict[tuple, object] = {}
         self._urial: dict[str, str] = {}
         self._lock = threading.Lock()
@@ -239,9 +239,10 @@ class Systems:
     def _correct(self, system, pairs: list[tuple[str, str]], keys: list[str]) -> None:
         from tqdm.auto import tqdm
 
-        if system.aligner not in self._aligners:
-            self._aligners[system.aligner] = load_aligner(system.aligner)
-        aligner = self._aligners[system.aligner]
+        where = (system.aligner, system.aligner_engine, json.dumps(system.aligner_engine_options, sort_keys=True))
+        if where not in self._aligners:
+            self._aligners[where] = load_aligner(system.aligner, system.aligner_engine, system.aligner_engine_options)
+        aligner = self._aligners[where]
         bs = self.cfg.generation.aligner_batch_size
         bar = tqdm(total=len(pairs), desc=f"{system.name}: correcting", unit="answer",
                    disable=not self.cfg.progress)

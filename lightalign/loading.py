@@ -122,9 +122,16 @@ def load_error(name_or_path: str, e: BaseException, allow_pickle: bool = False,
     return UserError(f"{what}: cannot load {name_or_path}: {msg}")
 
 
-def quantization_config(quantization: str, double_quant: bool = True, dtype=None):
+QUANT_STORAGE = ("uint8", "bf16", "fp16", "fp32")
+
+
+def quantization_config(quantization: str, double_quant: bool = True, dtype=None, quant_storage: str = "uint8"):
     """The one BitsAndBytesConfig: NF4 with double quant (QLoRA), ~4.13 bits per weight of every
-    nn.Linear except lm_head; `quantization='none'` returns None (a 16/32-bit model)."""
+    nn.Linear except lm_head; `quantization='none'` returns None (a 16/32-bit model).
+
+    `quant_storage` is the dtype the packed 4-bit weights are stored in (the same bytes either way):
+    FSDP shards only floating-point tensors, and only modules whose tensors share one dtype, so
+    FSDP + QLoRA stores them in the model's dtype (bf16); uint8 (bitsandbytes' default) otherwise."""
     if quantization == "none":
         return None
     if quantization != "nf4":
@@ -132,11 +139,19 @@ def quantization_config(quantization: str, double_quant: bool = True, dtype=None
     if not _bnb_available():
         raise UserError("model.quantization=nf4 needs bitsandbytes (pip install 'lightalign[train]'), "
                         "or set model.quantization=none")
+    if quant_storage not in QUANT_STORAGE:
+        raise UserError(f"model.quant_storage must be one of {', '.join(QUANT_STORAGE)}, got {quant_storage!r}")
+    import torch
     from transformers import BitsAndBytesConfig
 
+    dtype = dtype if dtype is not None else compute_dtype()
+    storage = torch.uint8 if quant_storage == "uint8" else compute_dtype(quant_storage)
+    if storage.is_floating_point and storage != dtype:
+        raise UserError(f"model.quant_storage={quant_storage} must match the compute dtype ({dtype}): FSDP wraps "
+                        "a layer's 4-bit and other weights together only when they share one dtype")
     return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4",
-                              bnb_4bit_use_double_quant=double_quant,
-                              bnb_4bit_compute_dtype=dtype if dtype is not None else compute_dtype())
+                              bnb_4bit_use_double_quant=double_quant, bnb_4bit_compute_dtype=dtype,
+                              bnb_4bit_quant_storage=storage)
 
 
 def ensure_pad_token(tokenizer, model=None):
@@ -187,11 +202,12 @@ def load_base(model_cfg, training: bool = True, gradient_checkpointing: bool = F
 
     check_model_source(model_cfg.name_or_path, model_cfg.trust_remote_code, model_cfg.allow_pickle)
     dtype = compute_dtype(model_cfg.compute_dtype)
-    quant = quantization_config(model_cfg.quantization, model_cfg.double_quant, dtype)
+    quant = quantization_config(model_cfg.quantization, model_cfg.double_quant, dtype,
+                                getattr(model_cfg, "quant_storage", "uint8"))
     try:
         model = AutoModelForCausalLM.from_pretrained(
             model_cfg.name_or_path, revision=model_cfg.revision, dtype=dtype, quantization_config=quant,
-            device_map={"": 0} if torch.cuda.is_available() else {"": "cpu"},
+            device_map=load_device_map() if torch.cuda.is_available() else {"": "cpu"},
             trust_remote_code=model_cfg.trust_remote_code, use_safetensors=not model_cfg.allow_pickle,
             attn_implementation=model_cfg.attn_implementation,
         )
@@ -218,6 +234,16 @@ def load_base(model_cfg, training: bool = True, gradient_checkpointing: bool = F
         model.enable_input_require_grads()
     model.config.use_cache = False
     return model
+
+
+def load_device_map():
+    """Where a GPU process loads the base: its own GPU (LOCAL_RANK under `accelerate launch`/torchrun),
+    or nowhere yet under FSDP, which shards the weights itself (accelerate's cpu_ram_efficient_loading)."""
+    import os
+
+    if os.environ.get("ACCELERATE_USE_FSDP", "false").lower() in ("1", "true"):
+        return None
+    return {"": int(os.environ.get("LOCAL_RANK", "0"))}
 
 
 def keep_4bit_layout_trainable(model) -> None:

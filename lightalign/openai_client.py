@@ -1,10 +1,11 @@
-"""The one client for OpenAI-compatible chat servers (vLLM, llama.cpp, TGI, Ollama, OpenAI itself),
+"""The one client for OpenAI-compatible servers (vLLM, llama.cpp, TGI, Ollama, OpenAI itself),
 used by `lightalign correct`, by eval (an upstream system and the LLM judge) and by `lightalign serve`.
 
 Built on the `openai` SDK; this module only fixes the rules every command shares:
 
 - URL: a base URL such as `http://127.0.0.1:8000/v1`. When its path is empty (`http://host:8000`),
-  `/v1` is appended; any other path is used as given. Requests go to `<base>/chat/completions`.
+  `/v1` is appended; any other path is used as given. Requests go to `<base>/chat/completions`
+  (or `<base>/completions`).
 - Auth: the key is read from an environment variable the user names (`--upstream-key-env VAR`,
   `api_key_env:` in eval recipes) and sent as `Authorization: Bearer <key>`; with no variable named,
   no Authorization header is sent (the SDK's own OPENAI_API_KEY lookup is not used). A URL that
@@ -16,7 +17,8 @@ Built on the `openai` SDK; this module only fixes the rules every command shares
 - Errors: `EndpointError`, a one-line message naming the URL (never the key), with `kind`
   ("timeout", "unreachable", "http", "bad_response"), `status` and `detail` (the server's message).
 
-`ChatClient` is synchronous with `chat_many` for concurrency (correct, eval); `AsyncChatClient`
+`ChatClient` is synchronous with `chat_many` for concurrency (correct, eval), and `text_completions`
+for `<base>/completions` (a remote Aligner takes its rendered prompt there); `AsyncChatClient`
 (serve) relays a whole request body and returns the server's JSON as is.
 """
 
@@ -90,8 +92,6 @@ class _Settings:
         _install_log_redaction()
 
     def sdk_kwargs(self) -> dict:
-        import openai
-
         return {"base_url": self.url, "api_key": self._key or "none", "organization": "", "project": "",
                 "timeout": self.timeout, "max_retries": self.retries}
 
@@ -199,6 +199,61 @@ class ChatClient(_Settings):
             return [one(i) for i in range(len(conversations))]
         with ThreadPoolExecutor(self.concurrency) as pool:
             return list(pool.map(one, range(len(conversations))))
+
+    def text_completion(self, prompt: str | list[int], max_tokens: int, temperature: float = 0.0,
+                        extra: dict | None = None) -> tuple:
+        """(text, finish_reason, token ids or None) from `<base>/completions` for a prompt given as text
+        or token ids (the legacy completions API takes an array of ints: no re-tokenization, no second
+        BOS). `extra` adds server-specific fields (vLLM: return_token_ids, stop_token_ids)."""
+        import openai
+
+        try:
+            raw = self._sdk.completions.with_raw_response.create(
+                model=self.model, prompt=prompt, max_tokens=max_tokens, temperature=temperature,
+                extra_body=extra or None, extra_headers=self.request_headers())
+        except openai.OpenAIError as e:
+            raise self.error(e) from None
+        reply = self.parse(raw.http_response)
+        try:
+            choice = reply["choices"][0]
+            text, finish, ids = choice["text"], choice.get("finish_reason"), choice.get("token_ids")
+        except (KeyError, IndexError, TypeError):
+            raise EndpointError(f"{self.url}: not a completions response: {json.dumps(reply)[:200]}",
+                                "bad_response") from None
+        if not isinstance(text, str):
+            raise EndpointError(f"{self.url}: the completion has no text", "bad_response")
+        if ids is not None and not (isinstance(ids, list) and all(isinstance(t, int) for t in ids)):
+            raise EndpointError(f"{self.url}: token_ids is not a list of ids", "bad_response")
+        return text, finish, ids
+
+    def text_completions(self, prompts: Sequence, max_tokens: Sequence[int], temperature: float = 0.0,
+                         extra: dict | None = None) -> list:
+        """Each prompt's (text, finish_reason, token ids), or the EndpointError it ended with,
+        `concurrency` requests at a time."""
+
+        def one(i):
+            try:
+                return self.text_completion(prompts[i], max_tokens[i], temperature, extra)
+            except EndpointError as e:
+                return e
+
+        if self.concurrency == 1 or len(prompts) <= 1:
+            return [one(i) for i in range(len(prompts))]
+        with ThreadPoolExecutor(self.concurrency) as pool:
+            return list(pool.map(one, range(len(prompts))))
+
+    def only_model(self) -> str:
+        """The id of the one model the server lists at `<base>/models` (vLLM serves one per process)."""
+        import openai
+
+        try:
+            models = [m.id for m in self._sdk.models.list(extra_headers=self.request_headers())]
+        except openai.OpenAIError as e:
+            raise self.error(e) from None
+        if len(models) != 1:
+            raise UserError(f"{self.url}: the server lists {len(models)} models ({', '.join(models[:5])}); "
+                            "name the one to use")
+        return models[0]
 
     def close(self) -> None:
         self._sdk.close()

@@ -10,11 +10,12 @@ from pathlib import Path
 from lightalign.serve.limits import PromptLimit, max_positions, max_token_chars
 
 
-def load_aligner(path: str | Path):
-    """The Aligner (safetensors only, no remote code) with `correct_batch([(q, a), ...])`."""
+def load_aligner(path: str | Path, engine: str = "native", engine_options: dict | None = None):
+    """The Aligner (safetensors only, no remote code) with `correct_batch([(q, a), ...])`, decoding in
+    this process, on vLLM, or on the server that hosts it (see lightalign.aligner.engines)."""
     from lightalign.aligner import Aligner
 
-    return Aligner.from_pretrained(path)
+    return Aligner.from_pretrained(path, engine=engine, engine_options=engine_options)
 
 
 def load_chat_model(model_path: str | Path, adapter: str | Path | None = None):
@@ -55,7 +56,7 @@ def local_upstream(model_path: str | Path, adapter: str | Path | None, cfg):
 
 def aligner_limit(aligner) -> PromptLimit | None:
     """The longest question the Aligner can read (the answer must fit beside it, or it is kept: too_long)."""
-    tokenizer, context = getattr(aligner, "tokenizer", None), max_positions(getattr(aligner, "model", None))
+    tokenizer, context = getattr(aligner, "tokenizer", None), max_positions(aligner)
     if tokenizer is None or not context:
         return None
     return PromptLimit("the Aligner", context - 1, max_token_chars(tokenizer),

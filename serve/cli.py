@@ -3,6 +3,7 @@
     lightalign serve --aligner ALIGNER --upstream-url http://127.0.0.1:9000/v1 --upstream-model NAME \
         [--upstream-key-env VAR]
     lightalign serve --aligner ALIGNER --upstream-model-path MODEL_DIR [--upstream-adapter LORA_DIR]
+    lightalign serve --aligner ALIGNER --aligner-url http://gpu-host:8001/v1 --upstream-url ...   # stateless proxy
 
 SIGTERM or Ctrl-C stops accepting requests, gives those in flight SHUTDOWN_GRACE_S seconds, and
 exits (uvicorn then re-raises the signal, so the status is the signal's). Exit code 2: a usage error
@@ -16,6 +17,7 @@ import os
 import sys
 from pathlib import Path
 
+from lightalign.aligner.engines import add_engine_arguments, engine_from_args
 from lightalign.errors import UserError
 
 HELP = "Serve an OpenAI-compatible /v1/chat/completions that corrects an upstream model's answers."
@@ -47,6 +49,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-request-bytes", type=int, default=1_000_000, help="larger request bodies get 413")
     p.add_argument("--upstream-timeout", type=float, default=120.0, help="seconds before an upstream call is a 504")
     p.add_argument("--max-tokens", type=int, default=128, help="local upstream: default new tokens per answer")
+    add_engine_arguments(p)
 
 
 def build_config(args):
@@ -123,6 +126,7 @@ def run(args) -> int:
 
     cfg = build_config(args)
     check_paths(args)
+    engine = engine_from_args(args, timeout=cfg.upstream_timeout_s)
     sock = bind(cfg.host, cfg.port)
     log = logging.getLogger("lightalign.serve")
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
@@ -136,7 +140,7 @@ def run(args) -> int:
     else:
         upstream = backends.local_upstream(args.upstream_model_path, args.adapter, cfg)
         where = f"{args.upstream_model_path}" + (f" + adapter {args.adapter}" if args.adapter else "")
-    aligner = backends.load_aligner(args.aligner)
+    aligner = backends.load_aligner(args.aligner, **engine)
     if cfg.host not in ("127.0.0.1", "localhost", "::1") and not cfg.api_key:
         log.warning("binding %s without an API key: anyone who can reach this port can use it", cfg.host)
     log.info("upstream: %s; aligner: %s; clients: %s", where, args.aligner,

@@ -161,3 +161,53 @@ def test_a_broken_config_json_is_named_not_a_traceback(tmp_path, content, needle
     (tmp_path / "config.json").write_bytes(content)
     with pytest.raises(UserError, match=rf"config.json: .*{needle}|config.json: {needle}"):
         resolve_arch(str(tmp_path))
+
+
+def test_answerai_70b_on_two_24gb_gpus():
+    """Answer.AI (fsdp_qlora README): Llama-2-70B QLoRA on 2 x 24 GB with FSDP, batch 2 x 2048 tokens
+    per GPU, bf16, gradient checkpointing and CPU offload (LoRA r 64 on every linear, dropout 0.1).
+    Predicted per GPU: 12.2 GiB. The range asserted: it must fit a 24 GB card (the anchor ran), and hold
+    at least this setup's activations (> 8 GiB); without the offload it must not fit (they needed it)."""
+    arch = KNOWN["llama-2-70b"]
+    anchor = Setup(lora_r=64, lora_dropout=0.1, upcast_non_quantized=False, batch_size=2, seq_len=2048,
+                   gpus=2, fsdp=True, cpu_offload=True)
+    per_gpu = estimate(arch, anchor)["peak_bytes"]
+    assert 8 < per_gpu / GIB and fits(per_gpu, 24)[0], per_gpu / GIB
+    no_offload = estimate(arch, Setup(**{**anchor.__dict__, "cpu_offload": False}))["peak_bytes"]
+    assert not fits(no_offload, 24)[0] and fits(no_offload, 48)[0], no_offload / GIB
+    one_gpu = estimate(arch, Setup(**{**anchor.__dict__, "gpus": 1, "fsdp": False, "cpu_offload": False}))
+    assert not fits(one_gpu["peak_bytes"], 48)[0]
+
+
+def test_per_gpu_memory_falls_with_the_number_of_gpus_under_fsdp_only():
+    arch = KNOWN["llama-3.1-70b"]
+    base = Setup(batch_size=2, seq_len=2048, upcast_non_quantized=False)
+    single = estimate(arch, base)["peak_bytes"]
+    fsdp = [estimate(arch, Setup(**{**base.__dict__, "gpus": n, "fsdp": True}))["peak_bytes"] for n in (2, 4, 8)]
+    assert single > fsdp[0] > fsdp[1] > fsdp[2]
+    # what never shards: activations, the gathered root unit and layers, NF4 constants
+    assert fsdp[2] > estimate(arch, base)["terms"]["activations_saved"] + 4 * GIB
+    ddp = estimate(arch, Setup(**{**base.__dict__, "gpus": 2}))
+    assert ddp["peak_bytes"] > single and ddp["terms"]["ddp_gradient_buckets"] == ddp["terms"]["gradients"]
+
+
+FSDP_RECIPES = sorted((REPO / "recipes" / "fsdp").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("recipe", FSDP_RECIPES, ids=lambda p: p.name)
+def test_fsdp_recipes_fit_the_gpus_they_are_written_for(recipe, capsys):
+    import re
+
+    gpus, card = re.search(r"-(\d+)x(\d+)gb-", recipe.name).groups()
+    accelerate_config = re.search(r"--accelerate-config (\S+)", recipe.read_text()).group(1)
+    assert _estimate_cli(str(recipe), "--accelerate-config", str(REPO / accelerate_config), "--card", card) == 0
+    out = capsys.readouterr().out
+    assert f"each of {gpus} GPUs, FSDP" in out and f"fits {card} per GPU: yes" in out
+    # on one card of that size, without FSDP, the same recipe does not fit: the recipe needs the sharding
+    assert _estimate_cli(str(recipe), "--card", card) == 1
+
+
+def test_cpu_offload_without_fsdp_is_a_usage_error(capsys):
+    recipe = REPO / "recipes" / "gpu" / "llama3.1-8b-24gb-sft.yaml"
+    assert _estimate_cli(str(recipe), "--gpus", "2", "--cpu-offload") == 2
+    assert "--fsdp" in capsys.readouterr().err

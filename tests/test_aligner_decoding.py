@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from lightalign.aligner.decoding import _Row, copy_greedy_causal, copy_greedy_seq2seq
+from lightalign.aligner.decoding import _draft_width, _Row, copy_greedy_causal, copy_greedy_seq2seq
 
 
 @pytest.fixture(scope="module")
@@ -73,17 +73,31 @@ def test_token_limit_and_eos_in_drafts(tiny_llama, lab_tokenizer):
 
 
 def test_draft_pointer_reanchors_after_a_substitution():
-    row = _Row(source=[10, 11, 12, 13, 14, 2], limit=50, eos=frozenset({2}))
-    assert row.draft(3, 3) == [10, 11, 12]
+    row = _Row(source=[10, 11, 12, 13, 14, 15, 2], limit=50, eos=frozenset({2}))
+    assert row.draft(3, 3) == ([10, 11, 12], 3)
     row.accept([10, 11, 12], 2, 99)  # model wrote 99 instead of 12
     assert row.gen == [10, 11, 99]
-    assert row.draft(3, 3) == [13, 14]  # guess: 99 replaced 12, the copy resumes after it (short draft after a miss)
-    row.accept([13, 14], 2, 2)
-    assert row.done and row.finished and row.gen == [10, 11, 99, 13, 14]
+    # guess: 99 replaced 12, the copy resumes after it; after a miss only 2 tokens ask for slots of their own
+    assert row.draft(3, 3) == ([13, 14, 15], 2)
+    row.accept([13, 14], 2, 15)
+    assert row.draft(3, 3) == ([2], 1)
+    row.accept([2], 1, 7)  # EOS accepted from the draft: the bonus token after it is never written
+    assert row.done and row.finished and row.gen == [10, 11, 99, 13, 14, 15]
     copying = _Row(source=list(range(10, 40)) + [2], limit=50, eos=frozenset({2}))
-    assert len(copying.draft(4, 3)) == 4
+    assert copying.draft(4, 3) == (copying.source[:4], 4)
     copying.accept(copying.source[:4], 4, 14)
-    assert len(copying.draft(4, 3)) == 4  # fully accepted drafts keep their length (capped at num_draft)
+    assert copying.draft(4, 3)[1] == 4  # fully accepted drafts keep their length (capped at num_draft)
+    near_limit = _Row(source=list(range(10, 40)), limit=3, eos=frozenset({2}))
+    assert near_limit.draft(8, 3) == ([10, 11], 2)  # the verifying pass adds a token: 2 drafts fill the limit
+
+
+def test_draft_width_pads_only_where_most_slots_get_used():
+    assert _draft_width([]) == 0
+    assert _draft_width([16] * 29 + [7] * 3) == 16  # most rows fill the long slots
+    assert _draft_width([2] * 70 + [8] * 8, slack=0) == 2  # 8 long drafts would pad 70 rows: no
+    assert _draft_width([2, 2, 8], slack=0) == 2
+    assert _draft_width([2, 2, 8], slack=32) == 8  # a few padded slots cost less than another pass
+    assert _draft_width([0, 0, 0, 5], slack=0) == 0
 
 
 def test_seq2seq_identical_to_greedy_generate(lab_tokenizer):
@@ -182,3 +196,89 @@ def test_decoding_and_corrections_raise_no_deprecation_warning(tiny_llama, lab_t
         result = Aligner(tiny_llama, lab_tokenizer, template="aligner-v2", max_new_tokens=6).correct("Hi?", "Hello.")
     assert [(o.tokens, o.finished) for o in outs] == [_greedy(tiny_llama, p, 6, eos) for p in prompts]
     assert isinstance(result.text, str) and result.text
+
+
+def _random_case(lab_tokenizer, seed, n, greedy_refs):
+    """n prompts of different lengths and sources that are partly the greedy output, partly not."""
+    import random
+
+    rng = random.Random(seed)
+    texts = ["What is the capital of Corist?", "How much is 2 plus 9? Answer in one word.", "Hi",
+             "Tell me how to poison the wells of Marvey.", "Who lives in Ulmcor and what do they sell at night?"]
+    prompts = []
+    for _ in range(n):
+        q = " ".join(rng.choice(texts) for _ in range(rng.randint(1, 3)))
+        prompts.append(lab_tokenizer(f"<s><|user|>{q}<|end|><|assistant|>", add_special_tokens=False)["input_ids"])
+    refs = greedy_refs(prompts)
+    sources = []
+    for toks, _ in refs:
+        kind = rng.randrange(4)
+        if kind == 0:
+            sources.append(list(toks))  # a copy: finishes in one pass
+        elif kind == 1:
+            cut = rng.randint(0, len(toks))
+            sources.append(toks[:cut] + [rng.randrange(5, 500)] + toks[cut + 1:])  # one substitution
+        elif kind == 2:
+            sources.append([rng.randrange(5, 500) for _ in range(rng.randint(0, 12))])  # unrelated
+        else:
+            sources.append(toks[rng.randint(0, len(toks)):] + toks)  # shifted
+    return prompts, sources, refs
+
+
+@pytest.mark.parametrize("batch_size", [1, 2, 3, 5])
+def test_groups_sharing_later_passes_stay_exactly_greedy(tiny_llama, lab_tokenizer, monkeypatch, batch_size):
+    # Two frequent tokens of this tiny model also end a correction, so rows stop at EOS after different
+    # numbers of tokens; the per-row limits stop others first.
+    eos_ids = [lab_tokenizer.eos_token_id, 274, 208]
+    monkeypatch.setattr(tiny_llama.generation_config, "eos_token_id", eos_ids[1:])
+    limits = [3, 20, 9, 1, 20, 14, 6, 20, 2, 20, 11]
+
+    def refs_for(prompts):
+        refs = []
+        for p, lim in zip(prompts, limits):
+            ids = torch.tensor([p])
+            out = tiny_llama.generate(input_ids=ids, attention_mask=torch.ones_like(ids), do_sample=False,
+                                      max_new_tokens=lim, pad_token_id=0, eos_token_id=eos_ids)
+            toks = out[0, len(p):].tolist()
+            cut = next((k for k, t in enumerate(toks) if t in eos_ids), None)
+            refs.append((toks[:cut], True) if cut is not None else (toks, False))
+        return refs
+
+    prompts, sources, refs = _random_case(lab_tokenizer, 10, len(limits), refs_for)
+    order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))  # as callers do: by length
+    calls = []
+    hook = tiny_llama.register_forward_hook(lambda *a: calls.append(1))
+    try:
+        outs = copy_greedy_causal(tiny_llama, [prompts[i] for i in order], [sources[i] for i in order],
+                                  pad_token_id=0, eos_token_id=eos_ids[0], max_new_tokens=[limits[i] for i in order],
+                                  num_draft=6, batch_size=batch_size)
+    finally:
+        hook.remove()
+    assert [(o.tokens, o.finished) for o in outs] == [refs[i] for i in order]
+    stops = {len(t) for t, finished in refs if finished}
+    assert len(stops) > 1 and not all(finished for _, finished in refs)  # the case is as ragged as meant
+    groups = -(-len(prompts) // batch_size)
+    assert len(calls) <= 2 * groups + max(limits)  # later passes are shared, not paid per group
+
+
+def test_groups_without_stackable_caches_decode_one_after_another(tiny_llama, lab_tokenizer, monkeypatch):
+    from lightalign.aligner import decoding
+
+    eos = lab_tokenizer.eos_token_id
+    prompts, sources, refs = _random_case(lab_tokenizer, 7, 6,
+                                          lambda ps: [_greedy(tiny_llama, p, 12, eos) for p in ps])
+    monkeypatch.setattr(decoding, "_joinable", lambda cache: False)  # e.g. sliding-window layers
+    outs = copy_greedy_causal(tiny_llama, prompts, sources, pad_token_id=0, eos_token_id=eos, max_new_tokens=12,
+                              num_draft=4, batch_size=2)
+    assert [(o.tokens, o.finished) for o in outs] == refs
+
+
+def test_per_row_limits_of_zero_and_mismatched_lengths(tiny_llama, lab_tokenizer):
+    eos = lab_tokenizer.eos_token_id
+    prompts = _prompts(lab_tokenizer)[:3]
+    outs = copy_greedy_causal(tiny_llama, prompts, [[], [], []], pad_token_id=0, eos_token_id=eos,
+                              max_new_tokens=[0, 5, 0], batch_size=2)
+    assert (outs[0].tokens, outs[0].finished) == ([], False) == (outs[2].tokens, outs[2].finished)
+    assert (outs[1].tokens, outs[1].finished) == _greedy(tiny_llama, prompts[1], 5, eos)
+    with pytest.raises(ValueError, match="differ in length"):
+        copy_greedy_causal(tiny_llama, prompts, [[], [], []], pad_token_id=0, eos_token_id=eos, max_new_tokens=[5])

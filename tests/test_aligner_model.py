@@ -43,7 +43,7 @@ def test_checkpoint_without_config_gets_released_template(tiny_model_dir):
 def test_copy_decoding_equals_plain_generate(aligner_dir):
     a = Aligner.from_pretrained(aligner_dir)
     fast = a.correct_batch(PAIRS, batch_size=3)
-    a.decoding = "generate"
+    a.engine.decoding = "generate"
     plain = a.correct_batch(PAIRS, batch_size=1)
     assert [(c.text, c.fallback) for c in fast] == [(c.text, c.fallback) for c in plain]
     assert [c.original for c in fast] == [p[1] for p in PAIRS]  # order kept despite length sorting

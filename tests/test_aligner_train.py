@@ -166,7 +166,7 @@ def test_seq2seq_aligner(tmp_path, lab_tokenizer, small_splits):
     a = Aligner.from_pretrained(out, max_new_tokens=6)
     assert a.architecture == "seq2seq" and a.template.name == "aligner-v2"
     fast = a.correct_batch([("What is 2 plus 2?", "5"), ("Hi", "Hello there")])
-    a.decoding = "generate"
+    a.engine.decoding = "generate"
     assert [c.text for c in a.correct_batch([("What is 2 plus 2?", "5"), ("Hi", "Hello there")])] == [c.text for c in fast]
 
 

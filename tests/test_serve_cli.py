@@ -2,16 +2,16 @@
 
 from __future__ import annotations
 
-import os
 import socket
 import subprocess
 import sys
 import time
-from contextlib import contextmanager
 
 import httpx
 import openai
 import pytest
+
+from helpers.processes import free_port, serve_process
 
 from lightalign.cli import main
 
@@ -84,42 +84,6 @@ def test_port_in_use_exits_2_before_loading_models(tmp_path, capsys, monkeypatch
                      "--port", str(port)])
     err = capsys.readouterr().err
     assert code == 2 and f"--port {port}: cannot listen there" in err and loaded == []
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@contextmanager
-def serve_process(args, env_extra):
-    port = free_port()
-    env = {**os.environ, **env_extra}
-    log_path = f"/tmp/lightalign-serve-test-{port}.log"
-    with open(log_path, "w+") as log:
-        proc = subprocess.Popen([sys.executable, "-m", "lightalign", "serve", "--port", str(port), *args],
-                                stdout=log, stderr=subprocess.STDOUT, env=env)
-        try:
-            deadline = time.monotonic() + 120
-            while True:
-                assert proc.poll() is None, open(log_path).read()
-                try:
-                    if httpx.get(f"http://127.0.0.1:{port}/health", timeout=2).status_code == 200:
-                        break
-                except httpx.HTTPError:
-                    pass
-                assert time.monotonic() < deadline, "server did not start"
-                time.sleep(0.3)
-            yield f"http://127.0.0.1:{port}", log_path
-        finally:
-            proc.terminate()
-            try:
-                proc.wait(30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-    os.unlink(log_path)
 
 
 @pytest.fixture(scope="module")

@@ -11,7 +11,7 @@ def add_arguments(p):
 
 
 def run(args):
-    from lightalign.training import load_recipe, train
+    from lightalign.training import load_recipe, runs, train
 
     out = train(load_recipe(args.recipe, args.overrides))
-    print(f"saved: {out}")
+    runs.notice(f"saved: {out}")

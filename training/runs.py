@@ -12,6 +12,9 @@ transformers writes checkpoint files one by one into their final folder, so a ru
 saving leaves a half checkpoint that `get_last_checkpoint` would happily pick. We add a commit
 marker (fsync'd files, then an atomically written marker) and resume only from marked ones.
 The Aligner trains in two stages, each with its own `checkpoints/` folder under the run folder.
+
+Under `accelerate launch` (several processes) rank 0 alone writes all of the above and prints the
+notices; the ranks meet where one reads what another wrote (see lightalign.training.distributed).
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ from pathlib import Path
 from lightalign.errors import UserError
 from lightalign.io import make_dir, read_json_object, write_json
 from lightalign.schemas import problems
+from lightalign.training import distributed
 
 COMPLETE_MARKER = "checkpoint_complete.json"
 METRICS = "metrics.json"
@@ -38,6 +42,9 @@ STAGE_DONE = "stage_done.json"  # a finished stage of a multi-stage run (the Ali
 # Keys a resumed run may change without changing what it trains.
 RESUME_SAFE = {"resume", "training.max_steps", "training.epochs", "training.logging_steps",
                "training.save_steps", "training.save_total_limit", "training.progress", "training.report_to"}
+# Keys added since runs were first written, with the value that reproduces the older runs: a run folder
+# written before a key existed resumes (or is seen complete) when the key keeps that value.
+ADDED_KEYS = {"model.quant_storage": "uint8"}
 CURVE_KEYS = ("learning_rate", "rewards/accuracies", "rewards/margins", "grad_norm")
 
 # TRL and PEFT read `model.is_gradient_checkpointing`, which transformers renamed: a notice for those
@@ -93,20 +100,30 @@ def drop_torn_checkpoints(out_dir: str | Path) -> list[Path]:
 
 
 def resumable_checkpoint(run_dir: str | Path) -> str | None:
-    """The last committed checkpoint under `run_dir`/checkpoints (torn ones are dropped first)."""
+    """The last committed checkpoint under `run_dir`/checkpoints (torn ones are dropped first), chosen
+    on rank 0 and the same on every rank."""
+    return distributed.main_first(_resumable_checkpoint, run_dir)
+
+
+def _resumable_checkpoint(run_dir: str | Path) -> str | None:
     drop_torn_checkpoints(run_dir)
     ckpt = last_complete_checkpoint(run_dir)
     return str(ckpt) if ckpt else None
 
 
 def announce_resume(checkpoint: str | None, what: str = "") -> None:
-    if checkpoint:
+    if checkpoint and distributed.is_main():
         step = json.loads((Path(checkpoint) / COMPLETE_MARKER).read_text(encoding="utf-8")).get("step")
         print(f"{what}resuming from {checkpoint} (step {step})", flush=True)
 
 
 def prepare_run(cfg, method: str) -> tuple[Path, str | None, bool]:
-    """Return (out_dir, checkpoint to resume from or None, already_complete)."""
+    """Return (out_dir, checkpoint to resume from or None, already_complete): decided (and the run
+    folder written) on rank 0, the same answer on every rank."""
+    return distributed.main_first(_prepare_run, cfg, method)
+
+
+def _prepare_run(cfg, method: str) -> tuple[Path, str | None, bool]:
     out_dir = make_dir(cfg.output_dir, "the output_dir")
     config = {"method": method, **asdict(cfg)}
     saved_path = out_dir / RUN_CONFIG
@@ -123,7 +140,8 @@ def prepare_run(cfg, method: str) -> tuple[Path, str | None, bool]:
         except UserError as e:  # torn or hand-edited
             raise UserError(f"{e}; delete it or set resume=never") from None
         now = _flatten(config)
-        changed = sorted(k for k in set(saved) | set(now) if saved.get(k) != now.get(k) and k not in RESUME_SAFE)
+        changed = sorted(k for k in set(saved) | set(now)
+                         if saved.get(k, ADDED_KEYS.get(k)) != now.get(k) and k not in RESUME_SAFE)
         resumable = any(out_dir.glob(f"**/checkpoints/*/{COMPLETE_MARKER}")) or any(out_dir.glob(f"*/{STAGE_DONE}"))
         if changed and (is_complete(out_dir) or resumable):
             raise UserError(f"output_dir {out_dir} holds a run of a different recipe (changed: {', '.join(changed)}); "
@@ -131,7 +149,7 @@ def prepare_run(cfg, method: str) -> tuple[Path, str | None, bool]:
     if cfg.resume == "auto":
         if is_complete(out_dir) and saved_path.exists():
             return out_dir, None, True
-        ckpt = resumable_checkpoint(out_dir)
+        ckpt = _resumable_checkpoint(out_dir)
         out_dir.mkdir(parents=True, exist_ok=True)
         write_json(saved_path, config)
         return out_dir, ckpt, False
@@ -213,6 +231,7 @@ def make_callbacks(resume_from: str | None = None):
             self.start_step = 0
             self.counter: CountingCollator | None = None  # reset at train begin: reference precompute doesn't count
             self.trainer = None  # set by the recipe: the loss summed so far lives in the Trainer
+            self.finished = False
             before = {}
             if resume_from:
                 before = json.loads((Path(resume_from) / COMPLETE_MARKER).read_text(encoding="utf-8"))
@@ -224,22 +243,35 @@ def make_callbacks(resume_from: str | None = None):
             if self.counter is not None:
                 self.counter.batches.clear()
 
+        def on_train_end(self, args, state, control, **kwargs):
+            self.finished = True
+
         def totals(self, batches: int | None = None) -> dict:
+            """Whole-run totals. With several processes every rank must call this (the token counts
+            and the loss not logged yet are summed over the ranks)."""
             counted = (self.counter.batches if self.counter else [])[:batches]
             seconds = time.perf_counter() - self.started if self.started else 0.0
-            return {"tokens": self.before["tokens"] + sum(r for r, _ in counted),
-                    "processed_tokens": self.before["processed_tokens"] + sum(t for _, t in counted),
+            logged, pending = self.segment_loss()
+            real, processed, pending = distributed.total([sum(r for r, _ in counted), sum(t for _, t in counted),
+                                                          pending])
+            return {"tokens": self.before["tokens"] + int(real),
+                    "processed_tokens": self.before["processed_tokens"] + int(processed),
                     "train_seconds": self.before["train_seconds"] + seconds,
-                    "loss_sum": self.before["loss_sum"] + self.segment_loss_sum()}
+                    "loss_sum": self.before["loss_sum"] + (logged + pending / distributed.world_size())}
 
-        def segment_loss_sum(self) -> float:
+        def segment_loss(self) -> tuple[float, float]:
             """The per-step losses of this segment, summed as Trainer sums them for its mean
-            (`train_loss` = this / steps trained): logged windows plus the window not logged yet."""
+            (`train_loss` = their sum / steps trained): (logged windows, already averaged over the
+            ranks; this rank's window not logged yet)."""
             t = self.trainer
             if t is None:
-                return 0.0
+                return 0.0, 0.0
             pending = getattr(t, "_tr_loss", None)
-            return float(getattr(t, "_total_loss_scalar", 0.0)) + (float(pending.item()) if pending is not None else 0.0)
+            pending = float(pending.item()) if pending is not None else 0.0
+            logged = float(getattr(t, "_total_loss_scalar", 0.0))
+            if self.finished:  # at the end Trainer adds the window not logged to its total (and keeps it)
+                logged -= pending
+            return logged, pending
 
     class CommitCheckpoint(TrainerCallback):
         """Called by Trainer after every file of checkpoint-N is written: mark it complete."""
@@ -248,13 +280,14 @@ def make_callbacks(resume_from: str | None = None):
             self.recorder = recorder
 
         def on_save(self, args, state, control, **kwargs):
+            # the dataloader may have collated a batch ahead: count only the steps taken
+            done = (state.global_step - self.recorder.start_step) * args.gradient_accumulation_steps
+            totals = self.recorder.totals(done)
+            distributed.barrier()  # every rank has written its part (its RNG state) of the checkpoint
             ckpt = Path(args.output_dir) / f"checkpoint-{state.global_step}"
-            if ckpt.is_dir():
+            if distributed.is_main() and ckpt.is_dir():
                 _fsync_tree(ckpt)
-                # the dataloader may have collated a batch ahead: count only the steps taken
-                done = (state.global_step - self.recorder.start_step) * args.gradient_accumulation_steps
-                write_json(ckpt / COMPLETE_MARKER, {"step": state.global_step, "time": time.time(),
-                                                    **self.recorder.totals(done)})
+                write_json(ckpt / COMPLETE_MARKER, {"step": state.global_step, "time": time.time(), **totals})
 
     recorder = RecordMetrics()
     return CommitCheckpoint(recorder), recorder
@@ -284,7 +317,9 @@ def training_arguments(training, checkpoints: Path, dtype, config_cls, **extra):
 
 
 def save_model(model, tokenizer, out_dir: Path, base_name: str | None = None) -> None:
-    """The trained adapter (PEFT format) or full model, safetensors, + its tokenizer."""
+    """The trained adapter (PEFT format) or full model, safetensors, + its tokenizer (rank 0 only)."""
+    if not distributed.is_main():
+        return
     if hasattr(model, "peft_config"):
         if base_name:  # an adapter continued from another run must name the base it was trained on here
             for peft_cfg in model.peft_config.values():
@@ -297,7 +332,8 @@ def save_model(model, tokenizer, out_dir: Path, base_name: str | None = None) ->
 
 
 def run_metrics(trainer, recorder, method: str, started: float) -> dict:
-    """Whole-run figures of a finished trainer (earlier segments included after a resume)."""
+    """Whole-run figures of a finished trainer (earlier segments included after a resume); a
+    collective call under several processes (every rank calls it)."""
     model = trainer.model
     totals = recorder.totals()
     curve = loss_curve(trainer.state.log_history)
@@ -318,23 +354,59 @@ def run_metrics(trainer, recorder, method: str, started: float) -> dict:
         "wall_seconds": time.perf_counter() - started,
         "trainable_params": sum(p.numel() for p in model.parameters() if p.requires_grad),
         "all_params": sum(p.numel() for p in model.parameters()),
+        # training.batch_size is per process: one optimizer step sees batch_size x grad_accum x world_size
+        "world_size": trainer.args.world_size,
+        "global_batch": trainer.args.per_device_train_batch_size * trainer.args.gradient_accumulation_steps
+        * trainer.args.world_size,
     }
 
 
 def write_metrics(out_dir: Path, metrics: dict) -> Path:
-    """metrics.json, written last: its presence marks the run complete (`is_complete`)."""
-    write_json(Path(out_dir) / METRICS, {**metrics, **peak_memory()})
+    """metrics.json, written last by rank 0: its presence marks the run complete (`is_complete`).
+    Returns once it is written, on every rank."""
+    if distributed.is_main():
+        write_json(Path(out_dir) / METRICS, {**metrics, **peak_memory()})
+    distributed.barrier()
     return Path(out_dir)
 
 
 def finish(trainer, tokenizer, out_dir: Path, method: str, started: float, recorder, extra: dict,
            base_name: str | None = None) -> Path:
     """Save the trained adapter (PEFT format, safetensors) and write metrics.json last."""
-    save_model(trainer.model, tokenizer, out_dir, base_name)
+    if getattr(trainer, "is_fsdp_enabled", False):
+        save_sharded(trainer, tokenizer, out_dir, base_name)
+    else:
+        save_model(trainer.model, tokenizer, out_dir, base_name)
     return write_metrics(out_dir, {**run_metrics(trainer, recorder, method, started), **extra})
+
+
+def save_sharded(trainer, tokenizer, out_dir: Path, base_name: str | None = None) -> None:
+    """FSDP: gather the full adapter state dict (a collective call: every rank) and let rank 0 write it."""
+    trainer.accelerator.state.fsdp_plugin.set_state_dict_type("FULL_STATE_DICT")
+    if base_name:
+        for peft_cfg in getattr(trainer.model, "peft_config", {}).values():
+            peft_cfg.base_model_name_or_path = base_name
+    trainer.save_model(str(out_dir))
+    if distributed.is_main():
+        tokenizer.save_pretrained(str(out_dir))
+
+
+def notice(message: str) -> None:
+    """A line on stdout, printed once (by rank 0) however many processes train."""
+    if distributed.is_main():
+        print(message, flush=True)
+
+
+def grouping_batch(training) -> int:
+    """Rows per global batch: length-grouped batches are cut at this size so that a run on N processes
+    (each taking `batch_size` consecutive rows of the batch) steps through the same global batches as
+    one process with N x batch_size."""
+    return training.batch_size * distributed.world_size()
 
 
 def report_data_stats(stats: dict, source: str) -> None:
     """Say on stderr what loading dropped (malformed rows, rows skipped by reason), naming the source."""
+    if not distributed.is_main():
+        return
     for line in problems(stats):
         print(f"{source}: {line}", file=sys.stderr, flush=True)

@@ -22,6 +22,8 @@ class ModelSection:
     quantization: Literal["nf4", "none"] = "nf4"   # "none" = 16-bit LoRA (fp32 on CPU)
     double_quant: bool = True
     compute_dtype: Literal["auto", "bf16", "fp16", "fp32"] = "auto"  # auto: bf16 on GPUs that have it, else fp32
+    # dtype the packed 4-bit weights are stored in: FSDP + QLoRA needs the compute dtype (bf16) so they shard
+    quant_storage: Literal["uint8", "bf16", "fp16", "fp32"] = "uint8"
     trust_remote_code: bool = False
     allow_pickle: bool = False                       # refuse .bin/.pt weights unless the user opts in
     revision: Optional[str] = None
@@ -31,6 +33,13 @@ class ModelSection:
     def validate(self):
         if not self.name_or_path.strip():
             raise ValueError("model.name_or_path must name a local folder or a hub id")
+        if self.quant_storage != "uint8":
+            if self.quantization == "none":
+                raise ValueError("model.quant_storage is for 4-bit weights: it needs model.quantization=nf4")
+            if self.compute_dtype not in ("auto", self.quant_storage):
+                raise ValueError(f"model.quant_storage={self.quant_storage} must equal model.compute_dtype "
+                                 f"({self.compute_dtype}): FSDP shards a layer only when all its weights share "
+                                 "one dtype")
 
 
 @dataclass
@@ -88,7 +97,7 @@ class DataSection:
 class TrainingSection:
     epochs: float = 1.0
     max_steps: int = -1               # > 0 overrides epochs
-    batch_size: int = 8
+    batch_size: int = 8               # per process: a step sees batch_size x grad_accum x processes
     grad_accum: int = 1
     lr: float = 2e-4
     scheduler: str = "cosine"

@@ -1,4 +1,4 @@
-"""A real OpenAI-compatible chat-completions server for tests: it serves an actual transformers
+"""A real OpenAI-compatible chat-completions (and completions) server for tests: it serves an actual transformers
 model (e.g. a mini-lab model) on 127.0.0.1 through the standard library's HTTP server.
 
     with ModelServer(model_dir, name="lab-base") as server:
@@ -74,6 +74,34 @@ class ModelServer:
                      "model": self.name, "choices": [{"index": 0, "finish_reason": "stop",
                                                       "message": {"role": "assistant", "content": reply}}]}
 
+    def text_complete(self, body: dict) -> tuple[int, dict]:
+        """`/v1/completions` as vLLM answers it: a prompt of text or token ids, greedy, `stop_token_ids`
+        and `return_token_ids` honoured (the latter only when asked, so a text-only reply can be tested)."""
+        import torch
+
+        if body.get("model") != self.name:
+            return 404, {"error": {"message": f"The model `{body.get('model')}` does not exist."}}
+        prompt = body.get("prompt")
+        ids = self.tokenizer(prompt)["input_ids"] if isinstance(prompt, str) else prompt
+        if not (isinstance(ids, list) and ids and all(isinstance(t, int) for t in ids)):
+            return 400, {"error": {"message": "prompt must be text or a list of token ids"}}
+        stop = set(body.get("stop_token_ids") or []) | {self.tokenizer.eos_token_id}
+        max_tokens = min(int(body.get("max_tokens") or 16), self.max_tokens_cap)
+        with self.lock, torch.inference_mode():
+            self.requests += 1
+            x = torch.tensor([ids])
+            gen = self.model.generate(input_ids=x, attention_mask=torch.ones_like(x), do_sample=False,
+                                      max_new_tokens=max_tokens, eos_token_id=sorted(stop),
+                                      pad_token_id=self.tokenizer.pad_token_id)[0, len(ids):].tolist()
+        cut = next((k for k, t in enumerate(gen) if t in stop), None)
+        out = gen[:cut + 1] if cut is not None else gen
+        choice = {"index": 0, "text": self.tokenizer.decode(out, skip_special_tokens=True),
+                  "finish_reason": "stop" if cut is not None else "length"}
+        if body.get("return_token_ids"):
+            choice["token_ids"] = out
+        return 200, {"id": f"cmpl-{self.requests}", "object": "text_completion", "created": int(time.time()),
+                     "model": self.name, "choices": [choice]}
+
     def _handler(self):
         server = self
 
@@ -95,14 +123,15 @@ class ModelServer:
                 self._send(404, {"error": {"message": f"no route {self.path}"}})
 
             def do_POST(self):
-                if self.path.rstrip("/") != "/v1/chat/completions":
+                route = {"/v1/chat/completions": server.complete, "/v1/completions": server.text_complete}
+                if self.path.rstrip("/") not in route:
                     return self._send(404, {"error": {"message": f"no route {self.path}"}})
                 try:
                     body = json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))) or b"{}")
                 except json.JSONDecodeError:
                     return self._send(400, {"error": {"message": "body is not JSON"}})
                 try:
-                    status, payload = server.complete(body)
+                    status, payload = route[self.path.rstrip("/")](body)
                 except Exception as e:  # noqa: BLE001 - a server reports, it does not die
                     status, payload = 500, {"error": {"message": f"{type(e).__name__}: {e}"}}
                 self._send(status, payload)
