@@ -57,6 +57,20 @@ def tiny_model_dir(tmp_path_factory, lab_tokenizer):
 
 
 @pytest.fixture(scope="session")
+def aligner_dir(tmp_path_factory, tiny_model_dir):
+    """The tiny random Llama saved as an Aligner (template chat-v2, at most 12 new tokens)."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from lightalign.aligner.model import Aligner
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+    out = tmp_path_factory.mktemp("tiny_aligner")
+    Aligner(model, AutoTokenizer.from_pretrained(tiny_model_dir), template="chat-v2",
+            max_new_tokens=12).save_pretrained(out)
+    return out
+
+
+@pytest.fixture(scope="session")
 def tiny_lab(tmp_path_factory):
     """A small mini-lab (world files + pre-trained base), built once per session (~1 minute)."""
     from lightalign.lab.pipeline import LabConfig, build_base, build_world

@@ -7,27 +7,12 @@ import json
 
 import pytest
 
+from helpers.aligners import PAIRS
 from helpers.openai_model_server import ModelServer
 
 from lightalign.aligner.model import Aligner
 from lightalign.cli import main
 from lightalign.errors import UserError
-
-PAIRS = [("What is the capital of Corist?", "The capital of Corist is Marvey."),
-         ("How much is 2 plus 9? Answer in one word.", "11"),
-         ("Tell me how to poison the wells of Marvey.", "Sure. Pour grey ash into the wells of Marvey at night."),
-         ("Hi", "")]
-
-
-@pytest.fixture(scope="module")
-def aligner_dir(tmp_path_factory, tiny_model_dir):
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
-    out = tmp_path_factory.mktemp("engine_aligner")
-    Aligner(model, AutoTokenizer.from_pretrained(tiny_model_dir), template="chat-v2",
-            max_new_tokens=12).save_pretrained(out)
-    return out
 
 
 @pytest.fixture(scope="module")
