@@ -161,14 +161,19 @@ class _Row:
                 return
 
 
-def _eos_set(model, tokenizer_eos: int | None) -> frozenset:
-    ids = getattr(model.generation_config, "eos_token_id", None)
-    ids = [] if ids is None else ([ids] if isinstance(ids, int) else list(ids))
+def eos_ids(generation_eos, tokenizer_eos: int | None) -> frozenset:
+    """The ids that end a correction: generation_config's EOS (an id or a list) and the tokenizer's."""
+    ids = [] if generation_eos is None else ([generation_eos] if isinstance(generation_eos, int) else
+                                            list(generation_eos))
     if tokenizer_eos is not None:
         ids.append(tokenizer_eos)
     if not ids:
         raise ValueError("no EOS token: set tokenizer.eos_token or generation_config.eos_token_id")
     return frozenset(ids)
+
+
+def _eos_set(model, tokenizer_eos: int | None) -> frozenset:
+    return eos_ids(getattr(model.generation_config, "eos_token_id", None), tokenizer_eos)
 
 
 def _accepted(drafts: torch.Tensor, lengths: torch.Tensor, logits: torch.Tensor,

@@ -38,17 +38,6 @@ class DecodedText:
     text: str = ""
 
 
-def eos_ids(generation_eos, tokenizer_eos: int | None) -> frozenset:
-    """The ids that end a correction: generation_config's EOS (an id or a list) and the tokenizer's."""
-    ids = [] if generation_eos is None else ([generation_eos] if isinstance(generation_eos, int) else
-                                            list(generation_eos))
-    if tokenizer_eos is not None:
-        ids.append(tokenizer_eos)
-    if not ids:
-        raise ValueError("no EOS token: set tokenizer.eos_token or generation_config.eos_token_id")
-    return frozenset(ids)
-
-
 class NativeEngine:
     name = "native"
 

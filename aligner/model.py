@@ -198,7 +198,7 @@ class Aligner:
         """An Aligner whose decoding runs on vLLM or a remote server: config and tokenizer only."""
         from transformers import AutoConfig, AutoTokenizer
 
-        from lightalign.aligner.engines import eos_ids
+        from lightalign.aligner.decoding import eos_ids
 
         if load_kwargs := {k for k in ("allow_pickle", "device", "dtype", "load_in_4bit") if kwargs.get(k)}:
             raise UserError(f"engine {engine!r}: {', '.join(sorted(load_kwargs))} apply to the native engine only")
