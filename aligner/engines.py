@@ -139,9 +139,18 @@ class VLLMEngine:
         if adapter:
             opts.update(enable_lora=True, max_lora_rank=_lora_rank(adapter))
         opts.update(options or {})
+        from vllm.engine.arg_utils import EngineArgs
+
+        unknown = sorted(set(options or {}) - set(EngineArgs.__dataclass_fields__))
+        if unknown:
+            raise UserError(f"engine option {unknown[0]!r}: not an argument of vllm.LLM (see vLLM's engine arguments)")
         os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
         self.options = opts
-        self.llm = vllm.LLM(**opts)
+        try:
+            self.llm = vllm.LLM(**opts)
+        except (TypeError, ValueError, RuntimeError) as e:  # pydantic's ValidationError is a ValueError
+            detail = " ".join(str(e).split())[:300]
+            raise UserError(f"vLLM could not start the Aligner ({model_path}): {type(e).__name__}: {detail}") from None
         self.lora = None
         if adapter:
             from vllm.lora.request import LoRARequest

@@ -27,6 +27,7 @@ from lightalign.aligner.engines import NativeEngine, RemoteEngine, VLLMEngine, e
 from lightalign.aligner.guards import fallback_reason
 from lightalign.aligner.templates import Template, get_template
 from lightalign.errors import UserError
+from lightalign.generation import context_length
 from lightalign.io import write_json
 
 CONFIG_NAME = "aligner_config.json"
@@ -157,6 +158,9 @@ class Aligner:
         loading.check_model_source(model_path, trust_remote_code, allow_pickle,
                                    what="Aligner base model" if adapter_file else "Aligner")
         if engine_for(engine) != "native":
+            native_only = [k for k, v in (("device", device), ("dtype", dtype), ("load_in_4bit", load_in_4bit)) if v]
+            if native_only:
+                raise UserError(f"engine {engine!r}: {', '.join(native_only)} apply to the native engine only")
             return cls._elsewhere(path, model_path, saved, adapter_file, engine, engine_options or {},
                                   template, trust_remote_code, kwargs)
         device = device or default_device()
@@ -200,8 +204,6 @@ class Aligner:
 
         from lightalign.aligner.decoding import eos_ids
 
-        if load_kwargs := {k for k in ("allow_pickle", "device", "dtype", "load_in_4bit") if kwargs.get(k)}:
-            raise UserError(f"engine {engine!r}: {', '.join(sorted(load_kwargs))} apply to the native engine only")
         try:
             config = AutoConfig.from_pretrained(model_path, trust_remote_code=trust_remote_code)
             tok_path = path if _locate(path, "tokenizer_config.json") else model_path
@@ -209,7 +211,7 @@ class Aligner:
         except (OSError, ValueError) as e:
             raise UserError(f"{path}: cannot read the Aligner's config or tokenizer ({e})") from None
         arch = saved.get("architecture") or ("seq2seq" if config.is_encoder_decoder else "causal")
-        max_pos = _config_positions(config)
+        max_pos = context_length(config)
         eos = eos_ids(_generation_eos(model_path), tokenizer.eos_token_id)
         if engine == "vllm":
             runner = VLLMEngine(model_path, eos, options, adapter=str(Path(adapter_file).parent) if adapter_file
@@ -251,7 +253,7 @@ class Aligner:
         return self.tokenizer(answer, add_special_tokens=False)["input_ids"]
 
     def _max_positions(self) -> int | None:
-        return _config_positions(self.config)
+        return context_length(self.config)
 
     def correct(self, question: str, answer: str) -> Correction:
         return self.correct_batch([(question, answer)], batch_size=1)[0]
@@ -327,13 +329,6 @@ def aligner_config(template: Template, architecture: str, base_model: str | None
 
     return {"lightalign_version": __version__, "architecture": architecture, "template": template.to_dict(),
             "base_model": base_model, "max_new_tokens": max_new_tokens, **(extra or {})}
-
-
-def _config_positions(config) -> int | None:
-    for name in ("max_position_embeddings", "n_positions", "max_sequence_length"):
-        if getattr(config, name, None):
-            return int(getattr(config, name))
-    return None
 
 
 def _generation_eos(model_path: str):

@@ -21,6 +21,7 @@ from typing import Iterator
 
 from lightalign.app.config import AppConfig
 from lightalign.errors import UserError
+from lightalign.generation import context_length
 
 
 @dataclass
@@ -257,7 +258,7 @@ class Models:
             raise failure[0]
 
     def _max_positions(self) -> int | None:
-        return getattr(self.model.config, "max_position_embeddings", None)
+        return context_length(self.model.config)
 
     def answer(self, prompt: str, adapter: bool, settings: GenSettings) -> str:
         text = ""

@@ -15,6 +15,15 @@ def chat_prompt(tokenizer, prompt: str, system: str | None = None) -> str:
     return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
 
 
+def context_length(config) -> int | None:
+    """How many positions a model reads, from its config (None when the config does not say)."""
+    for name in ("max_position_embeddings", "n_positions", "max_sequence_length"):
+        value = getattr(config, name, None)
+        if isinstance(value, int) and value > 0:
+            return value
+    return None
+
+
 @contextmanager
 def left_padding(tokenizer):
     old = tokenizer.padding_side

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any, Callable
 
+from lightalign.generation import context_length
 from lightalign.serve.errors import APIError
 
 SLACK = 2
@@ -49,9 +50,5 @@ def max_token_chars(tokenizer) -> int:
 
 
 def max_positions(model) -> int | None:
-    cfg = getattr(model, "config", None)
-    for name in ("max_position_embeddings", "n_positions", "max_sequence_length"):
-        value = getattr(cfg, name, None)
-        if isinstance(value, int) and value > 0:
-            return value
-    return None
+    """The context length of a model (or of anything with a `config`, such as an Aligner)."""
+    return context_length(getattr(model, "config", None))

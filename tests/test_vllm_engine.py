@@ -174,3 +174,15 @@ def test_serve_on_the_vllm_engine(aligner_dir, pairs):
     original = r.model_extra["lightalign"]["original"]
     native = Aligner.from_pretrained(aligner_dir, device="cpu")
     assert r.choices[0].message.content == native.correct(question, original).text
+
+
+@pytest.mark.parametrize("option, needle", [("bogus=1", "engine option 'bogus': not an argument of vllm.LLM"),
+                                            ("max_model_len=abc", "vLLM could not start the Aligner")])
+def test_bad_engine_options_get_one_line_and_exit_2(aligner_dir, tmp_path, option, needle):
+    src = tmp_path / "answers.jsonl"
+    src.write_text(json.dumps({"question": "Hi?", "answer": "Hello."}) + "\n")
+    run = subprocess.run([VLLM_PYTHON, "-m", "lightalign", "correct", "--aligner", str(aligner_dir), "--engine", "vllm",
+                          "--engine-option", option, "--in", str(src), "--out", str(tmp_path / "out.jsonl")],
+                         capture_output=True, text=True, timeout=600, cwd=tmp_path)
+    assert run.returncode == 2 and needle in run.stderr and "Traceback" not in run.stderr, run.stderr[-3000:]
+    assert not (tmp_path / "out.jsonl").exists()
