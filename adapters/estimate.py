@@ -107,8 +107,11 @@ def arch_from_config(cfg: dict, source="config.json") -> Arch:
 
 
 def resolve_arch(name_or_path: str) -> Arch:
-    """config.json from a local folder, the local hub cache, or the built-in table of public configs."""
-    path = Path(name_or_path) / "config.json"
+    """config.json from a local folder (a pkg: or GGUF source: its dequantized copy, made once), the
+    local hub cache, or the built-in table of public configs."""
+    from lightalign.model_sources import resolve
+
+    path = Path(resolve(name_or_path)) / "config.json"
     if path.exists():
         return arch_from_config(read_json_object(path, "config.json"), path)
     try:

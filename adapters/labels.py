@@ -11,8 +11,13 @@ from __future__ import annotations
 IGNORE = -100
 
 
-def check_sequence(input_ids: list[int], labels: list[int], bos_id: int | None, eos_id: int) -> None:
-    """Raise ValueError describing what is wrong with one (unpacked) training sequence."""
+def check_sequence(input_ids: list[int], labels: list[int], bos_id: int | None, eos_id: int,
+                   template_tail=None) -> None:
+    """Raise ValueError describing what is wrong with one (unpacked) training sequence.
+
+    `template_tail(ids) -> bool`: whether tokens learned after the answer's EOS are only the chat
+    template's closing text (ChatML ends a turn with "<|im_end|>\n", and TRL learns the newline too;
+    generation stops at the EOS, so the newline is harmless)."""
     if len(input_ids) != len(labels):
         raise ValueError(f"labels ({len(labels)}) and input_ids ({len(input_ids)}) differ in length")
     learned = [i for i, lab in enumerate(labels) if lab != IGNORE]
@@ -27,7 +32,10 @@ def check_sequence(input_ids: list[int], labels: list[int], bos_id: int | None, 
     if learned != list(range(learned[0], learned[-1] + 1)):
         raise ValueError("learned labels are not one contiguous answer span")
     if labels[learned[-1]] != eos_id:
-        raise ValueError("the answer's last learned token is not EOS: the model would not learn to stop")
+        eos_at = [i for i in learned if labels[i] == eos_id]
+        tail = input_ids[eos_at[-1] + 1:learned[-1] + 1] if eos_at else None
+        if tail is None or template_tail is None or not template_tail(tail):
+            raise ValueError("the answer's last learned token is not EOS: the model would not learn to stop")
     if bos_id is not None and bos_id != eos_id and input_ids[:2] == [bos_id, bos_id]:
         raise ValueError("the sequence starts with two BOS tokens (templated text tokenized with special tokens)")
 
@@ -52,7 +60,8 @@ def audit(dataset, tokenizer, max_rows: int = 64, max_length: int | None = None)
     for row in dataset.select(range(min(max_rows, len(dataset)))):
         for ids, labels in split_packed(row):
             try:
-                check_sequence(ids, labels, tokenizer.bos_token_id, tokenizer.eos_token_id)
+                check_sequence(ids, labels, tokenizer.bos_token_id, tokenizer.eos_token_id,
+                               template_tail=lambda tail: not tokenizer.decode(tail).strip())
             except ValueError as e:
                 if "not EOS" in str(e) and max_length and len(ids) >= max_length - 1:
                     truncated += 1

@@ -16,6 +16,7 @@ from typing import Sequence
 
 from lightalign.errors import UserError
 from lightalign.io import read_records
+from lightalign.model_sources import resolve as resolve_model
 
 
 class UpstreamError(UserError):
@@ -35,6 +36,7 @@ class LocalModelUpstream:
         self.name = Path(path).name + (f"+{Path(adapter).name}" if adapter else "")
         if adapter:
             check_adapter_folder(adapter, allow_pickle)
+        path = resolve_model(path, what="upstream model")  # a GGUF or pkg: file -> its cached folder
         try:
             self.tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
             model = AutoModelForCausalLM.from_pretrained(

@@ -155,8 +155,8 @@ class Aligner:
             loading.check_adapter_dir(Path(adapter_file).parent, allow_pickle)
             base = saved.get("base_model") or json.loads(Path(adapter_file).read_text())["base_model_name_or_path"]
             model_path = base
-        loading.check_model_source(model_path, trust_remote_code, allow_pickle,
-                                   what="Aligner base model" if adapter_file else "Aligner")
+        model_path = loading.check_model_source(model_path, trust_remote_code, allow_pickle,
+                                                what="Aligner base model" if adapter_file else "Aligner")
         if engine_for(engine) != "native":
             native_only = [k for k, v in (("device", device), ("dtype", dtype), ("load_in_4bit", load_in_4bit)) if v]
             if native_only:

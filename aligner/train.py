@@ -141,8 +141,7 @@ def load_model(cfg: Config, weights_from: str | None = None):
     from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSeq2SeqLM, AutoTokenizer
 
     m = cfg.model
-    src = m.name_or_path
-    loading.check_model_source(src, m.trust_remote_code, m.allow_pickle)
+    src = loading.check_model_source(m.name_or_path, m.trust_remote_code, m.allow_pickle, gguf_file=m.gguf_file)
     try:
         tokenizer = AutoTokenizer.from_pretrained(src, trust_remote_code=m.trust_remote_code, revision=m.revision)
         mconf = AutoConfig.from_pretrained(src, trust_remote_code=m.trust_remote_code, revision=m.revision)
@@ -237,14 +236,16 @@ def _merged(cfg: Config, adapter_dir: Path, arch: str):
 
     m = cfg.model
     auto = AutoModelForSeq2SeqLM if arch == "seq2seq" else AutoModelForCausalLM
-    base = auto.from_pretrained(m.name_or_path, dtype=loading.compute_dtype(m.compute_dtype),
+    src = loading.check_model_source(m.name_or_path, m.trust_remote_code, m.allow_pickle, gguf_file=m.gguf_file)
+    base = auto.from_pretrained(src, dtype=loading.compute_dtype(m.compute_dtype),
                                 trust_remote_code=m.trust_remote_code,
                                 use_safetensors=None if m.allow_pickle else True)
     return loading.load_peft(base, adapter_dir, m.allow_pickle).merge_and_unload()
 
 
 def base_model_reference(name_or_path: str) -> str:
-    """A local base as an absolute path (the artifact then loads from any working directory); a hub id as is."""
+    """A local base (folder or GGUF file) as an absolute path (the artifact then loads from any working
+    directory); a hub id or pkg:<package>/<path> as is (the loader resolves them wherever it runs)."""
     path = Path(name_or_path).expanduser()
     return str(path.resolve()) if path.exists() else name_or_path
 

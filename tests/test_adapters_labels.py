@@ -27,6 +27,22 @@ def test_check_sequence_rejects_broken_masks(ids, labels, message):
         check_sequence(ids, labels, BOS, EOS)
 
 
+NEWLINE, WORD = 9, 10
+
+
+def test_chat_template_closing_text_after_eos_may_be_learned():
+    """ChatML closes a turn with "<|im_end|>\n" and TRL learns the newline: accepted only when the tokens
+    after the EOS are the template's whitespace, never when answer text follows the EOS."""
+    whitespace_only = lambda tail: all(t == NEWLINE for t in tail)  # noqa: E731
+    check_sequence([BOS, 5, 6, 7, EOS, NEWLINE], [-100, -100, 6, 7, EOS, NEWLINE], BOS, EOS, whitespace_only)
+    with pytest.raises(ValueError, match="not EOS"):
+        check_sequence([BOS, 5, 6, 7, EOS, WORD], [-100, -100, 6, 7, EOS, WORD], BOS, EOS, whitespace_only)
+    with pytest.raises(ValueError, match="not EOS"):  # no EOS learned at all
+        check_sequence([BOS, 5, 6, 7, NEWLINE], [-100, -100, 6, 7, NEWLINE], BOS, EOS, whitespace_only)
+    with pytest.raises(ValueError, match="not EOS"):  # without a template rule, a tail is refused as before
+        check_sequence([BOS, 5, 6, 7, EOS, NEWLINE], [-100, -100, 6, 7, EOS, NEWLINE], BOS, EOS)
+
+
 @pytest.fixture(scope="module")
 def prepared(tmp_path_factory, tiny_model_dir, small_splits):
     from lightalign.adapters import sft

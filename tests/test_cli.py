@@ -62,6 +62,9 @@ def test_a_missing_third_party_extra_is_one_line(monkeypatch, capsys):
 @pytest.mark.parametrize("args,needle", [
     (["frobnicate"], "invalid choice"),
     (["lab", "--until", "nowhere"], "invalid choice"),
+    (["lab", "--real", "--until", "world"], "the real track's stages are model, data"),  # a mini-lab stage
+    (["lab", "--until", "answers"], "the mini-lab's stages are world"),                 # a real-track stage
+    (["lab", "--judge-url", "http://127.0.0.1:9"], "use it with --real"),
     (["train", "no/such/recipe.yaml"], "no/such/recipe.yaml"),
 ])
 def test_bad_input_gives_one_line_and_exit_2(args, needle):

@@ -270,3 +270,34 @@ def test_numbers_that_make_no_sense_are_refused_before_any_model_loads(tmp_path)
     for output, msg in (("", "output folder \\(output\\) is empty"), (str(tmp_path / "afile"), "a file is in the way")):
         with pytest.raises(UserError, match=msg):
             run_eval(from_dict(EvalConfig, {**base, "output": output}, source="eval.yaml"))
+
+
+def test_dequantized_nf4_base_computes_what_its_4bit_layers_compute(tiny_model_dir, tmp_path):
+    """`base.dequantize`: the adapters' NF4 weights in full precision (fast on a CPU), same outputs as the
+    4-bit layers as training runs them, and a cache key of its own."""
+    import torch
+    from bitsandbytes.nn import Linear4bit
+
+    from lightalign.loading import keep_4bit_layout_trainable, load_for_inference
+
+    four_bit, tok = load_for_inference(str(tiny_model_dir), quantization="nf4")
+    keep_4bit_layout_trainable(four_bit)  # the layout training computes with
+    dense, _ = systems_mod.load_base_model(str(tiny_model_dir), "nf4", dequantize=True)
+    plain, _ = systems_mod.load_base_model(str(tiny_model_dir), "none")
+    assert any(isinstance(m, Linear4bit) for m in four_bit.modules())
+    assert not any(isinstance(m, Linear4bit) for m in dense.modules())
+    ids = tok("Where is Marosk?", return_tensors="pt")["input_ids"]
+    with torch.no_grad():
+        reference = four_bit(ids).logits
+        torch.testing.assert_close(dense(ids).logits, reference, rtol=1e-5, atol=1e-5)
+        assert not torch.allclose(plain(ids).logits, reference, atol=1e-3)  # NF4 rounding is really there
+
+    def identity(**base):
+        cfg = from_dict(EvalConfig, {"base": {"path": str(tiny_model_dir), "quantization": "nf4", **base},
+                                     "systems": [{"name": "base", "kind": "base"}],
+                                     "dataset": {"path": "unused.jsonl"}, "judges": [{"kind": "refusal"}],
+                                     "output": str(tmp_path)})
+        with GenerationCache(tmp_path / "cache.jsonl") as cache:
+            return Systems(cfg, cache).upstream_identity(cfg.systems[0])
+
+    assert identity() != identity(dequantize=True) != identity(dequantize=True, compute_dtype="bf16")

@@ -44,12 +44,15 @@ RESUME_SAFE = {"resume", "training.max_steps", "training.epochs", "training.logg
                "training.save_steps", "training.save_total_limit", "training.progress", "training.report_to"}
 # Keys added since runs were first written, with the value that reproduces the older runs: a run folder
 # written before a key existed resumes (or is seen complete) when the key keeps that value.
-ADDED_KEYS = {"model.quant_storage": "uint8"}
+ADDED_KEYS = {"model.quant_storage": "uint8", "model.gguf_file": None}
 CURVE_KEYS = ("learning_rate", "rewards/accuracies", "rewards/margins", "grad_norm")
 
 # TRL and PEFT read `model.is_gradient_checkpointing`, which transformers renamed: a notice for those
 # libraries to act on, not for our users.
 warnings.filterwarnings("ignore", message=r"`is_gradient_checkpointing` is deprecated", category=FutureWarning)
+# PEFT looks for the base's config under the adapter's base name to see whether the vocabulary grew, and
+# cannot read a `pkg:` name (our loader resolves it); the loader reuses an existing pad token before adding one.
+warnings.filterwarnings("ignore", message=r"Could not find a config file in pkg:", category=UserWarning)
 
 
 def _flatten(d: dict, prefix: str = "") -> dict:

@@ -10,6 +10,7 @@ section and changes only the defaults, so every method reads the same key names.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Literal, Optional, Union
 
 from lightalign.errors import UserError
@@ -29,10 +30,25 @@ class ModelSection:
     revision: Optional[str] = None
     upcast_non_quantized: bool = True                # PEFT's prepare_model_for_kbit_training: fp32 norms/embeddings
     attn_implementation: Optional[str] = "sdpa"      # null: the model's own default
+    # a GGUF file inside the folder name_or_path (name_or_path may also name a GGUF file itself, or
+    # pkg:<package>/<path> a file or folder shipped in an installed package); dequantized once, then cached
+    gguf_file: Optional[str] = None
 
     def validate(self):
         if not self.name_or_path.strip():
-            raise ValueError("model.name_or_path must name a local folder or a hub id")
+            raise ValueError("model.name_or_path must name a local folder, a GGUF file, pkg:<package>/<path> "
+                             "or a hub id" + (f" (model.gguf_file={self.gguf_file} needs its folder)"
+                                              if self.gguf_file else ""))
+        if self.gguf_file:
+            if Path(self.gguf_file).is_absolute():
+                raise ValueError(f"model.gguf_file must be a file name inside the folder model.name_or_path, "
+                                 f"got the path {self.gguf_file} (set model.name_or_path to a GGUF path instead)")
+            if self.name_or_path.lower().endswith(".gguf"):
+                raise ValueError(f"model.gguf_file ({self.gguf_file}) names a file inside a folder, but "
+                                 f"model.name_or_path is already a GGUF file ({self.name_or_path})")
+            # one spelling from here on: every reader of name_or_path (tokenizer, saved base name) sees the file
+            self.name_or_path = f"{self.name_or_path.rstrip('/')}/{self.gguf_file}"
+            self.gguf_file = None
         if self.quant_storage != "uint8":
             if self.quantization == "none":
                 raise ValueError("model.quant_storage is for 4-bit weights: it needs model.quantization=nf4")
