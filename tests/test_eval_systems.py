@@ -239,7 +239,7 @@ def test_systems_load_the_base_the_adapter_names(lab, records, tmp_path, monkeyp
         "dataset": {"path": "unused.jsonl"}, "judges": [{"kind": "refusal"}],
         "generation": {"max_new_tokens": MAX_NEW, "batch_size": 3}, "output": str(tmp_path), "progress": False})
     replies = answer_all(cfg, records[:2], tmp_path / "cache.jsonl")
-    assert loaded == [(str(lab / "base"), "none", False, False)]
+    assert loaded == [(str(lab / "base"), "none", False, False, False, "auto")]
     assert all(r["text"] is not None for r in replies["dpo"])
 
 
