@@ -52,7 +52,7 @@ QUICK_TRAIN = ["training.max_steps=2", "training.logging_steps=1", "training.sav
 QUICK_ALIGNER = ["training.epochs=0.5", "identity.epochs=0.25"]
 
 
-def base_model(log=print):
+def base_model():
     """The NF4 base the adapters are trained on, dequantized for generation (same weights, CPU speed)."""
     from lightalign.evaluation.systems import load_base_model
 
@@ -96,7 +96,7 @@ def stage_answers(cfg: TrackConfig, root: Path, log=print) -> dict:
     def build(tmp: Path) -> dict:
         harmful = read_jsonl(root / "data" / "train_harmful.jsonl")
         benign = read_jsonl(root / "data" / "train_benign.jsonl")
-        model, tok = base_model(log)
+        model, tok = base_model()
         written = self_instruct(cfg, root, model, tok, {r["prompt"] for r in harmful + benign})
         write_jsonl(tmp / "self_instruct.jsonl", written)
         benign += written
