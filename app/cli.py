@@ -16,7 +16,7 @@ FLAGS = ("base", "adapter", "aligner", "quantization", "host", "port")
 def add_arguments(p):
     p.add_argument("--config", metavar="YAML",
                    help=f"AppConfig YAML (keys: base, adapter, aligner, quantization, host, port, examples, judge, "
-                        f"judge_options, max_prompt_chars, max_new_tokens, concurrency_limit, max_queue, ...). "
+                        f"judge_options, rewrites, rewordings, max_prompt_chars, max_new_tokens, concurrency_limit, max_queue, ...). "
                         f"Default, when neither --config nor --base is given: {DEFAULT_CONFIG} "
                         f"(written by `lightalign lab`)")
     p.add_argument("--lab", metavar="DIR", help="deprecated: same as --config DIR/app.yaml")

@@ -15,6 +15,12 @@ from lightalign.app.examples import Examples
 from lightalign.app.models import GenSettings, Models, PartMissing, PromptError, describe_error
 
 COLUMNS = ("base", "adapter", "aligner", "adapter_aligner")
+TITLES = {
+    "base": "Base",
+    "adapter": "Base + adapter",
+    "aligner": "Base → Aligner",
+    "adapter_aligner": "Base + adapter → Aligner",
+}
 
 
 @dataclass

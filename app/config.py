@@ -9,6 +9,8 @@ holding every part, e.g.
     examples: /data/prompts.jsonl      # rows with "prompt" and optionally "kind"
     judge: mypackage.judges:make_judge # optional rule judge (see lightalign.plugins)
     judge_options: {threshold: 3}
+    rewrites: [polite, typo, {name: hey, template: "Hey, {prompt}"}]   # rewording rules (unset = built-ins)
+    rewordings: 4                      # rule-made wordings the side-by-side table shows
 
 is what `lightalign app --config FILE` serves; with neither --config nor --base, the app reads
 DEFAULT_CONFIG when it exists.
@@ -48,6 +50,8 @@ class AppConfig:
     examples_per_kind: int = 3          # how many the page shows per kind
     judge: str | None = None            # "package.module:callable" returning a rule judge
     judge_options: dict[str, Any] = field(default_factory=dict)   # keyword arguments of that callable
+    rewrites: list[Any] | None = None   # rewording rules as in eval's robustness.rewrites; None = built-ins
+    rewordings: int = 4                 # how many rule-made wordings the rewordings table shows
 
     def validate(self) -> None:
         for name in ("max_prompt_chars", "max_new_tokens", "concurrency_limit", "max_queue"):
@@ -61,6 +65,19 @@ class AppConfig:
             raise ValueError("field 'judge' needs 'examples': the judge scores replies to the example prompts")
         if self.judge_options and not self.judge:
             raise ValueError("field 'judge_options' is set but 'judge' is not")
+        if self.rewordings < 0:
+            raise ValueError(f"field 'rewordings' must be >= 0, got {self.rewordings}")
+        self.rewriters()  # a bad rule is named now, not at the first click
+
+    def rewriters(self) -> list:
+        """The rewording rules of `rewrites` (lightalign.evaluation.rewrites, the eval's own rules)."""
+        from lightalign.errors import UserError
+        from lightalign.evaluation.rewrites import build_rewriters
+
+        try:
+            return build_rewriters(self.rewrites, where="rewrites")
+        except UserError as e:  # from_dict adds the file's name to a ValueError
+            raise ValueError(str(e)) from None
 
     @property
     def base_path(self) -> Path | None:

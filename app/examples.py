@@ -15,6 +15,11 @@ from lightalign.plugins import build_judge
 
 MARKS = {True: "✓ yes", False: "✗ no"}
 NO_KIND = "Examples"  # title of the rows that carry no "kind"
+NO_RECORD = "*No judge for this prompt (the judge scores replies to the example prompts).*"
+
+
+def judge_failure(e: BaseException) -> str:
+    return f"*The judge failed: {type(e).__name__}: {' '.join(str(e).split())[:200]}*"
 
 
 def prompt_key(prompt: str) -> str:
@@ -62,13 +67,18 @@ class Examples:
             return ""
         rec = self.record_for(prompt)
         if rec is None:
-            return "*No judge for this prompt (the judge scores replies to the example prompts).*"
+            return NO_RECORD
         try:
             (scores,) = self.judge.score([rec], [reply])
-            shown = [f"**{m}** {MARKS[scores[m]]}" for m in self.judge.metrics if scores.get(m) is not None]
+            shown = self.marks(scores, bold=True)
         except Exception as e:  # noqa: BLE001 - a failing plugin costs its verdict, not the answer
-            return f"*The judge failed: {type(e).__name__}: {' '.join(str(e).split())[:200]}*"
-        return "Judges: " + (" · ".join(shown) if shown else "none apply")
+            return judge_failure(e)
+        return "Judges: " + (" · ".join(shown) or "none apply")
+
+    def marks(self, scores: dict, bold: bool = False) -> list[str]:
+        """`metric ✓ yes` (or ✗ no) for each of the judge's metrics that applies (is not None)."""
+        return [f"**{m}** {MARKS[scores[m]]}" if bold else f"{m} {MARKS[scores[m]]}"
+                for m in self.judge.metrics if scores.get(m) is not None]
 
     def describe(self) -> str:
         """One line for the page's status list."""

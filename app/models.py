@@ -217,27 +217,15 @@ class Models:
         with self.lock:
             enc = tok(self.prompt_text(prompt), return_tensors="pt", add_special_tokens=False)
             enc = enc.to(next(self.model.parameters()).device)
-            n_prompt = enc["input_ids"].shape[1]
-            room = self._max_positions() - n_prompt if self._max_positions() else None
-            if room is not None and room < 1:
-                raise PromptError(f"The prompt is {n_prompt:,} tokens long with its chat template; this model "
-                                  f"reads at most {self._max_positions():,}. Shorten it and try again.")
-            max_new = int(settings.max_new_tokens) if room is None else min(int(settings.max_new_tokens), room)
+            max_new = self._new_tokens(enc["input_ids"].shape[1], settings, "The prompt")
             streamer = TextIteratorStreamer(tok, skip_prompt=True, skip_special_tokens=True)
-            sampling = settings.temperature > 0
             kwargs = dict(**enc, max_new_tokens=max_new, streamer=streamer,
-                          pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id, do_sample=sampling,
-                          stopping_criteria=StoppingCriteriaList([_StopWhenAsked()]))
-            if sampling:
-                kwargs.update(temperature=float(settings.temperature), top_p=float(settings.top_p))
-                torch.manual_seed(int(settings.seed))
-            else:  # the model's generation_config may carry sampling defaults; greedy means greedy
-                kwargs.update(temperature=None, top_p=None, top_k=None)
+                          pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id,
+                          stopping_criteria=StoppingCriteriaList([_StopWhenAsked()]), **self._sampling(settings))
 
             def work():
                 try:
-                    switch = self.model.disable_adapter() if self.has_adapter and not adapter else nullcontext()
-                    with switch, torch.inference_mode():
+                    with self._switch(adapter), torch.inference_mode():
                         self.model.generate(**kwargs)
                 except BaseException as e:  # noqa: BLE001 - re-raised in the caller's thread
                     failure.append(e)
@@ -260,6 +248,50 @@ class Models:
     def _max_positions(self) -> int | None:
         return context_length(self.model.config)
 
+    def _new_tokens(self, n_prompt: int, settings: GenSettings, what: str) -> int:
+        """settings.max_new_tokens, cut to what fits after a prompt of `n_prompt` tokens; PromptError
+        when nothing fits (`what` names the prompt in the message)."""
+        limit = self._max_positions()
+        room = limit - n_prompt if limit else None
+        if room is not None and room < 1:
+            raise PromptError(f"{what} is {n_prompt:,} tokens long with its chat template; this model "
+                              f"reads at most {limit:,}. Shorten it and try again.")
+        return int(settings.max_new_tokens) if room is None else min(int(settings.max_new_tokens), room)
+
+    @staticmethod
+    def _sampling(settings: GenSettings) -> dict:
+        """generate() keywords of the settings (seeding torch when they sample)."""
+        import torch
+
+        if settings.temperature > 0:
+            torch.manual_seed(int(settings.seed))
+            return dict(do_sample=True, temperature=float(settings.temperature), top_p=float(settings.top_p))
+        # the model's generation_config may carry sampling defaults; greedy means greedy
+        return dict(do_sample=False, temperature=None, top_p=None, top_k=None)
+
+    def _switch(self, adapter: bool):
+        """Context in which the model answers without its adapter, unless `adapter` asks for it."""
+        return self.model.disable_adapter() if self.has_adapter and not adapter else nullcontext()
+
+    def answer_batch(self, prompts: list[str], adapter: bool, settings: GenSettings) -> list[str]:
+        """Answers to several prompts from one batched generate() (lightalign.generation, left padded),
+        the same weights and settings as stream(): the rewordings table asks all its wordings at once."""
+        import torch
+
+        from lightalign.generation import generate_texts
+
+        if self.model is None:
+            raise PartMissing(f"base model {self.status['base'].message}")
+        if adapter and not self.has_adapter:
+            raise PartMissing(f"adapter {self.status['adapter'].message}")
+        texts = [self.prompt_text(p) for p in prompts]
+        with self.lock:
+            longest = max(len(self.tokenizer(t, add_special_tokens=False)["input_ids"]) for t in texts)
+            max_new = self._new_tokens(longest, settings, "The longest wording")
+            with self._switch(adapter), torch.inference_mode():
+                return generate_texts(self.model, self.tokenizer, texts, max_new_tokens=max_new,
+                                      batch_size=len(texts), **self._sampling(settings))
+
     def answer(self, prompt: str, adapter: bool, settings: GenSettings) -> str:
         text = ""
         for text in self.stream(prompt, adapter, settings):
@@ -271,6 +303,12 @@ class Models:
         aligner = self.aligner()
         with self.lock:
             return aligner.correct(question, answer)
+
+    def correct_batch(self, pairs: list[tuple[str, str]]) -> list:
+        """The Aligner's results for several (question, answer) pairs, decoded as one batch."""
+        aligner = self.aligner()
+        with self.lock:
+            return aligner.correct_batch(pairs, batch_size=len(pairs))
 
     def describe(self) -> dict[str, PartStatus]:
         return dict(self.status)

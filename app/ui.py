@@ -15,19 +15,14 @@ from contextlib import closing
 
 import gradio as gr
 
-from lightalign.app.compare import COLUMNS, PromptError, Snapshot, check_prompt, compare
+from lightalign.app.compare import COLUMNS, TITLES, PromptError, Snapshot, check_prompt, compare
 from lightalign.app.diff import COLOR_MAP, summarize, word_diff
 from lightalign.app.examples import NO_KIND, Examples
 from lightalign.app.models import GenSettings, Models, PartMissing
+from lightalign.app.rewordings import MAX_TYPED, check_typed, side_by_side
 
 LOCAL = ("127.0.0.1", "localhost", "::1")
 MODEL_POOL = "model"  # concurrency_id of every model-bound event
-TITLES = {
-    "base": "Base",
-    "adapter": "Base + adapter",
-    "aligner": "Base → Aligner",
-    "adapter_aligner": "Base + adapter → Aligner",
-}
 SEED_MAX = 2**32 - 1
 CSS = """
 .answer textarea { font-size: 1rem; }
@@ -84,6 +79,7 @@ def _page_error(e: BaseException) -> gr.Error:
 def build(models: Models, examples: Examples) -> gr.Blocks:
     cfg = models.cfg
     limits = setting_limits(cfg)
+    rewriters = cfg.rewriters()
 
     def run_compare(prompt, max_new_tokens, temperature, top_p, seed, correct_adapter):
         settings = GenSettings(int(max_new_tokens), float(temperature), float(top_p), int(seed))
@@ -112,6 +108,28 @@ def build(models: Models, examples: Examples) -> gr.Blocks:
         problems.append("" if isinstance(correct_adapter, bool) else
                         f"Must be true or false, got {correct_adapter!r}.")
         return [gr.validate(not p, p) for p in problems]
+
+    def run_rewordings(prompt, typed, max_new_tokens, temperature, top_p, seed, correct_adapter):
+        settings = GenSettings(int(max_new_tokens), float(temperature), float(top_p), int(seed))
+        try:
+            with closing(side_by_side(models, examples, rewriters, prompt, typed, settings,
+                                      bool(correct_adapter))) as tables:
+                for t in tables:
+                    yield ({"headers": t.headers(examples.judge is not None), "data": t.rows(examples)},
+                           t.summary(examples), status_markdown(models, examples))
+        except Exception as e:  # noqa: BLE001
+            raise _page_error(e) from e
+
+    def check_rewordings(prompt, typed, *settings):
+        """check_inputs, with the typed wordings checked too (one message per input, in input order)."""
+        problem = "" if typed is None or isinstance(typed, str) else f"Must be text, got {type(typed).__name__}."
+        if not problem:
+            try:
+                check_typed(typed, cfg.max_prompt_chars)
+            except PromptError as e:
+                problem = str(e)
+        first, *rest = check_inputs(prompt, *settings)
+        return [first, gr.validate(not problem, problem), *rest]
 
     def check_pair(question, answer):
         limits = {"question": cfg.max_prompt_chars, "answer": 4 * cfg.max_prompt_chars}
@@ -180,6 +198,17 @@ def build(models: Models, examples: Examples) -> gr.Blocks:
                                                   color_map=COLOR_MAP, show_legend=True, elem_id="adapter-diff")
                 adapter_diff_summary = gr.Markdown(label="adapter diff summary", elem_id="adapter-diff-summary")
 
+        with gr.Accordion("One prompt, several wordings", open=False):
+            gr.Markdown("The prompt above, reworded by rules (with the rule's name), asked of every system "
+                        "in one batch per system; the judge's verdicts when the prompt is an example.")
+            with gr.Row():
+                typed = gr.Textbox(label="Your own wordings (optional)", lines=2, scale=5, elem_id="typed-wordings",
+                                   info=f"One per line, at most {MAX_TYPED}.")
+                run_wordings = gr.Button("Compare wordings", scale=1, elem_id="run-rewordings")
+            wordings_summary = gr.Markdown(label="summary", elem_id="rewordings-summary")
+            wordings_table = gr.Dataframe(label="Replies per wording", interactive=False, wrap=True,
+                                          elem_id="rewordings")
+
         with gr.Accordion("Correct any answer with the Aligner", open=False):
             with gr.Row():
                 own_question = gr.Textbox(label="Question", lines=2)
@@ -198,7 +227,11 @@ def build(models: Models, examples: Examples) -> gr.Blocks:
                       show_progress_on=[answers["base"]],  # one spinner (or error badge), not thirteen
                       validator=check_inputs, preprocess=False,
                       **model_bound)
-        stop.click(None, cancels=[event], queue=False, api_visibility="private")
+        wordings_event = run_wordings.click(
+            run_rewordings, inputs=[prompt, typed, max_new_tokens, temperature, top_p, seed, correct_adapter],
+            outputs=[wordings_table, wordings_summary, status], api_name="rewordings", show_progress="minimal",
+            validator=check_rewordings, preprocess=False, **model_bound)
+        stop.click(None, cancels=[event, wordings_event], queue=False, api_visibility="private")
         own_run.click(run_correct, inputs=[own_question, own_answer],
                       outputs=[own_corrected, own_diff, own_summary, status], api_name="correct",
                       validator=check_pair, **model_bound)

@@ -1,7 +1,8 @@
 """`lightalign eval` config: typed dataclasses read from YAML by lightalign.config.
 
 A config names the base model (loaded once), the systems to compare, one dataset, the judges, the
-generation settings and the output folder. `validate()` checks cross-field rules (an adapter system
+generation settings and the output folder, and optionally `robustness` (every prompt also asked in
+rewordings, see evaluation.robustness). `validate()` checks cross-field rules (an adapter system
 needs an adapter path, ...) so a bad config fails before any model loads.
 
 Adapter folders describe themselves: when `base.path` or `base.quantization` is left out, it comes
@@ -121,6 +122,7 @@ class Dataset:
     limit: int | None = None    # first N prompts (after a seeded shuffle when shuffle=true)
     shuffle: bool = False
     seed: int = 0
+    group_by: list[str] = field(default_factory=list)  # record fields to break every rule metric down by
     name: str | None = None     # deprecated spelling of `schema`
 
     def validate(self) -> None:
@@ -192,6 +194,25 @@ class Tax:
 
 
 @dataclass
+class Robustness:
+    """Rephrasing robustness: each prompt is also asked in rewordings (see evaluation.rewrites and
+    evaluation.robustness). An absent section turns it off."""
+    rewrites: list[Any] | None = None  # built-in rule names and {name, template|pattern|factory} dicts; None: all
+    per_prompt: int = 4                # rewordings asked per prompt (a seeded sample of those that apply)
+    max_prompts: int | None = None     # measure on N prompts only (a seeded sample), to bound cost
+    endpoint: Endpoint | None = None   # optional: a chat model also rewrites each prompt
+    endpoint_rewrites: int = 2         # rewrites asked of the endpoint per prompt
+
+    def validate(self) -> None:
+        from lightalign.evaluation.rewrites import check_specs
+
+        check_specs(self.rewrites, "robustness.rewrites")
+        check_min(self, "robustness.", per_prompt=1, max_prompts=1, endpoint_rewrites=1)
+        if self.endpoint is not None:
+            self.endpoint.check("robustness.endpoint")
+
+
+@dataclass
 class EvalConfig:
     systems: list[System]
     dataset: Dataset
@@ -199,6 +220,7 @@ class EvalConfig:
     base: BaseModel = field(default_factory=BaseModel)
     generation: Generation = field(default_factory=Generation)
     tax: Tax = field(default_factory=Tax)
+    robustness: Robustness | None = None  # rephrasing robustness (off when absent)
     output: str = "runs/eval"
     bootstrap: int = 1000  # resamples for the confidence intervals
     seed: int = 0
@@ -228,6 +250,9 @@ class EvalConfig:
             if j.kind == "pairwise" and j.reference not in names:
                 raise ValueError(f"judges[{i}] (pairwise): reference {j.reference!r} is not a system "
                                  f"({', '.join(names)})")
+        if self.robustness is not None and not any(j.kind in ("refusal", "python") for j in self.judges):
+            raise ValueError("robustness: the rewordings are judged by the rule judges only; add one to 'judges' "
+                             "(kind refusal or python)")
         if not self.dataset.path:
             raise ValueError(f"dataset.path is required (a local file or a hub id) for schema {self.dataset.schema!r}")
         if self.bootstrap < 0:

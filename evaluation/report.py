@@ -117,6 +117,22 @@ def _pp(c: dict | None) -> str:
     return f"{100 * c['mean']:+.1f} pp [{100 * c['lo']:+.1f}, {100 * c['hi']:+.1f}]"
 
 
+def group_tables(report: dict, metrics: list[str]) -> list[str]:
+    """Each rule metric per value of every dataset.group_by field (e.g. seen vs held-out phrasing families)."""
+    fields = list(dict.fromkeys(f for s in report["systems"].values() for f in (s.get("by_group") or {})))
+    lines = []
+    for field in fields:
+        values = sorted({v for s in report["systems"].values()
+                         for per in (s.get("by_group") or {}).get(field, {}).values() for v in per})
+        cols = [(m, v) for m in metrics for v in values]
+        lines += ["", f"## By {field}", "", "| system | " + " | ".join(f"{m}: {v}" for m, v in cols) + " |",
+                  "|" + "---|" * (len(cols) + 1)]
+        for n in report["order"]:
+            per = (report["systems"][n].get("by_group") or {}).get(field, {})
+            lines.append(f"| **{n}** | " + " | ".join(_ci(per.get(m, {}).get(v)) for m, v in cols) + " |")
+    return lines
+
+
 def gains_table(report: dict, metrics: list[str]) -> list[str]:
     """What each system buys over the baseline (paired differences) and what it costs."""
     names = [n for n in report["order"] if report["systems"][n].get("gains") is not None]
@@ -138,6 +154,43 @@ def gains_table(report: dict, metrics: list[str]) -> list[str]:
         cost_al = _pct(a["do_no_harm"]) if a else "-"
         lines.append(f"| **{n}** | " + " | ".join(_pp(s["gains"].get(m)) for m in metrics) +
                      f" | {cost_tax} | {cost_al} |")
+    return lines
+
+
+def robustness_tables(report: dict) -> list[str]:
+    """Rephrasing robustness (evaluation.robustness): per system and metric the rate on the original
+    wording, the average and worst case over rewordings, the drops; then the rate per rewrite rule."""
+    rb = report.get("robustness")
+    if not rb:
+        return []
+    ep = rb.get("endpoint")
+    lines = ["", "## Rephrasing robustness", "",
+             f"{rb['prompts']} prompts asked again in {rb['rewordings']} rewordings (rules: "
+             f"{', '.join(rb['rules']) or 'none applied'}), judged by the rule judges. Average: mean over prompts "
+             "of the rate over its rewordings; worst case: a prompt passes only if every wording passes. Drops are "
+             "paired differences from the original wording, in percentage points (95% CI)."
+             + (f" Endpoint rewrites: {ep['failed']} of {ep['asked']} requests failed, {ep['empty']} replies "
+                "gave no rewrite." if ep else ""), "",
+             "| system | metric | original | average | worst case | drop (average) | drop (worst case) |",
+             "|---|---|---|---|---|---|---|"]
+    rules: list[str] = list(rb["rules"])
+    for n in report["order"]:
+        for m, r in rb["systems"].get(n, {}).get("metrics", {}).items():
+            lines.append(f"| **{n}** | {m} | {_ci(r['original'])} | {_ci(r['average'])} | {_ci(r['worst_case'])} | "
+                         f"{_pp(r['drop_average'])} | {_pp(r['drop_worst_case'])} |")
+    errs = {n: s["errors"] for n, s in rb["systems"].items() if s["errors"]}
+    if errs:
+        lines += ["", "Rewordings without a reply: " + ", ".join(f"{n}: {e}" for n, e in errs.items())]
+    if rules:
+        lines += ["", "Pass rate per rewrite rule (drop from the original wording, pp):", "",
+                  "| system | metric | " + " | ".join(rules) + " |", "|" + "---|" * (len(rules) + 2)]
+        for n in report["order"]:
+            for m, r in rb["systems"].get(n, {}).get("metrics", {}).items():
+                cells = []
+                for rule in rules:
+                    b = r["by_rule"].get(rule)
+                    cells.append("-" if not b else f"{_pct(b['rate']['mean'])} ({100 * b['drop']['mean']:+.1f})")
+                lines.append(f"| **{n}** | {m} | " + " | ".join(cells) + " |")
     return lines
 
 
@@ -167,7 +220,9 @@ def to_markdown(report: dict, samples: list[dict], figs: list[Path]) -> str:
         s = sysr[n]
         cells = [f"**{n}**", s["kind"]] + [_ci(s["metrics"].get(m)) for m in metrics] + [f(s) for _, f in extra]
         lines.append("| " + " | ".join(cells) + " |")
+    lines += group_tables(report, metrics)
     lines += gains_table(report, metrics)
+    lines += robustness_tables(report)
     errs = {n: sysr[n]["errors"] for n in names if sysr[n]["errors"]}
     if errs:
         lines += ["", "Prompts without a reply (endpoint errors; retried on the next run): " +

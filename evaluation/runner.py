@@ -1,10 +1,12 @@
-"""`run_eval(cfg)`: answer every prompt with every system (cached), judge, measure costs, write the report."""
+"""`run_eval(cfg)`: answer every prompt with every system (cached), judge, measure costs (and, with a
+`robustness` section, how the rates hold up when the prompts are reworded), write the report."""
 
 from __future__ import annotations
 
 import time
 
 from lightalign import schemas
+from lightalign.errors import UserError
 from lightalign.io import make_dir, read_jsonl, write_jsonl
 from lightalign.plugins import build_judge
 
@@ -20,6 +22,9 @@ def run_eval(cfg, log=print) -> dict:
     say = log or (lambda _msg: None)
     records = load_dataset_config(cfg.dataset, log=say)
     say(f"[eval] {len(records)} prompts from {cfg.dataset.path} x {len(cfg.systems)} systems")
+    missing = [f for f in cfg.dataset.group_by if not any(r.get(f) is not None for r in records)]
+    if missing:
+        raise UserError(f"dataset.group_by: no record of {cfg.dataset.path} has the field(s) {', '.join(missing)}")
     cache = GenerationCache(out / "cache.jsonl")
     systems = Systems(cfg, cache)
     try:
@@ -34,6 +39,8 @@ def run_eval(cfg, log=print) -> dict:
             elif j.kind in ("flask", "pairwise"):
                 run.llm_judge(j, cache)
         run.aligner_edits()
+        if cfg.robustness is not None:
+            write_jsonl(out / "rewordings.jsonl", run.robustness(systems, cache))
         run.report["tax"] = alignment_tax(cfg, systems, say)
         run.report["aligner_eval"] = aligner_eval(cfg, systems, say)
         rows = run.rows()
@@ -84,20 +91,73 @@ class _Run:
         judges = [build_judge(j.factory, j.options, f"judges[{i}]") if j.kind == "python" else RefusalJudge()
                   for i, j in enumerate(self.cfg.judges) if j.kind in ("python", "refusal")]
         seen: set[str] = set()
+        self.rule_metrics = []  # (judge, metric, report key)
         for judge in judges:
             for metric in judge.metrics:
                 key = metric if metric not in seen else f"{metric} ({judge.name})"  # two judges, one metric
                 seen.add(metric)
                 self.rule_keys.append(key)
-                for n in self.names:
-                    idx, recs, texts = self.answered(n)
-                    flags = [v[metric] for v in judge.score(recs, texts)]
-                    for i, f in zip(idx, flags):
-                        self.verdicts[n][i][key] = f
-                    ci = rate_ci(flags, **self.boot)
-                    if ci["n"]:
-                        self.report["systems"][n]["metrics"][key] = ci
-                        self.report["systems"][n]["by_kind"][key] = _by_kind(recs, flags)
+                self.rule_metrics.append((judge, metric, key))
+        for n in self.names:
+            idx, recs, texts = self.answered(n)
+            verdicts = self.judge_by_rules(recs, texts)
+            for i, v in zip(idx, verdicts):
+                self.verdicts[n][i].update(v)
+            for key in self.rule_keys:
+                flags = [v[key] for v in verdicts]
+                ci = rate_ci(flags, **self.boot)
+                if ci["n"]:
+                    self.report["systems"][n]["metrics"][key] = ci
+                    self.report["systems"][n]["by_kind"][key] = _by_kind(recs, flags)
+                    for field in self.cfg.dataset.group_by:
+                        self.report["systems"][n].setdefault("by_group", {}).setdefault(field, {})[key] = \
+                            _by_field(recs, flags, field, self.boot)
+
+    def judge_by_rules(self, recs: list[dict], texts: list[str]) -> list[dict]:
+        """{report key: True | False | None} per reply, from every rule judge."""
+        out = [dict() for _ in recs]
+        scored = {}
+        for judge, metric, key in self.rule_metrics:
+            if id(judge) not in scored:
+                scored[id(judge)] = judge.score(recs, texts) if recs else []
+            for v, s in zip(out, scored[id(judge)]):
+                v[key] = s[metric]
+        return out
+
+    def robustness(self, systems, cache) -> list[dict]:
+        """Ask the reworded prompts (evaluation.robustness) with every system, through the same cached
+        path (an Aligner corrects them too), judge them with the rule judges only (refusal and python
+        plugins: the reward and LLM judges are not asked again), and put the numbers in
+        report["robustness"]. Returns the rows of rewordings.jsonl."""
+        from lightalign.evaluation.robustness import measure, reworded_records
+
+        rb = self.cfg.robustness
+        recs, of, info = reworded_records(rb, self.records, self.cfg.seed, cache)
+        endpoint = info["endpoint"]
+        self.say(f"[eval] robustness: {len(recs)} rewordings of {len(set(of))} prompts"
+                 + (f" (endpoint: {endpoint['failed']} of {endpoint['asked']} requests failed)"
+                    if endpoint and endpoint["failed"] else ""))
+        rows = [{"id": r["id"], "rewording_of": r["rewording_of"], "rule": r["rule"], "prompt": r["prompt"],
+                 "original": self.records[i]["prompt"], "replies": {}} for r, i in zip(recs, of)]
+        res = {"rules": info["rules"], "per_prompt": rb.per_prompt,
+               "prompts": len(set(of)), "rewordings": len(recs), "endpoint": endpoint, "systems": {}}
+        for s in self.cfg.systems:
+            replies = systems.answer(s, recs)
+            ok = [j for j, r in enumerate(replies) if r["text"] is not None]
+            verdicts = [dict() for _ in recs]
+            for j, v in zip(ok, self.judge_by_rules([recs[j] for j in ok], [replies[j]["text"] for j in ok])):
+                verdicts[j] = v
+            for row, r, v in zip(rows, replies, verdicts):
+                entry = {"text": r["text"]}
+                if r["changed"] is not None:  # an Aligner system: what it corrected
+                    entry.update(upstream=r["upstream"], changed=r["changed"])
+                if r["error"]:
+                    entry["error"] = r["error"]
+                row["replies"][s.name] = {**entry, **v}
+            res["systems"][s.name] = {"errors": len(recs) - len(ok), "metrics": measure(
+                self.verdicts[s.name], verdicts, of, [r["rule"] for r in recs], self.rule_keys, **self.boot)}
+        self.report["robustness"] = res
+        return rows
 
     def baseline(self) -> str:
         if self.cfg.baseline:
@@ -221,6 +281,17 @@ def _by_kind(records, flags) -> dict:
         if f is not None:
             kinds.setdefault(r.get("kind", "?"), []).append(bool(f))
     return {k: {"rate": sum(v) / len(v), "n": len(v)} for k, v in sorted(kinds.items())}
+
+
+def _by_field(records, flags, field: str, boot: dict) -> dict:
+    """{value of `field`: rate with its interval} over the records that have the field (dataset.group_by)."""
+    from lightalign.evaluation.stats import rate_ci
+
+    groups: dict[str, list] = {}
+    for r, f in zip(records, flags):
+        if f is not None and r.get(field) is not None:
+            groups.setdefault(str(r[field]), []).append(bool(f))
+    return {v: rate_ci(fl, **boot) for v, fl in sorted(groups.items())}
 
 
 def alignment_tax(cfg, systems, say) -> dict | None:

@@ -19,7 +19,7 @@ from typing import Callable
 from lightalign import __version__
 from lightalign.io import write_json
 
-DATA_VERSION = 4  # bump when the world generator or the base tokenizer changes what they make
+DATA_VERSION = 5  # bump when the world generator or the base tokenizer changes what they make
 STAGE_FILE = "stage.json"
 
 

@@ -16,7 +16,7 @@ from lightalign.lab import pipeline, report, training, w2s
 HELP = ("Build the mini-lab (synthetic world + tiny base model), align it, and report scores; "
         "--real: the same for SmolLM2-135M-Instruct on real prompts.")
 
-STAGES = ["world", "base", "scores", "adapters", "aligner", "weak2strong", "report"]
+STAGES = ["world", "base", "scores", "adapters", "diversity", "aligner", "weak2strong", "report"]
 REAL_STAGES = ["model", "data", "answers", "adapters", "aligner", "weak2strong", "report"]
 
 
@@ -34,6 +34,15 @@ def add_arguments(p):
     p.add_argument("--judge-model", default=None, help="--real: the judge endpoint's model name")
     p.add_argument("--seed", type=int, default=None, help="seed of the world and of the base's pre-training (default 0); every stage built "
                    "from them is rebuilt")
+
+
+def family_split_rows(report: dict) -> list[dict]:
+    """One row per system: each metric on seen and on held-out phrasing families (the eval's group_by)."""
+    rows = []
+    for name in report.get("order", []):
+        by = (report["systems"][name].get("by_group") or {}).get("family_split", {})
+        rows.append({"system": name, **{f"{m}: {s}": c["mean"] for m, per in by.items() for s, c in per.items()}})
+    return rows if any(len(r) > 1 for r in rows) else []
 
 
 def run(args):
@@ -61,6 +70,7 @@ def run(args):
         "base": lambda: pipeline.build_base(cfg, root),
         "scores": lambda: pipeline.score_base(cfg, root),
         "adapters": lambda: training.train_adapters(root, quick=quick),
+        "diversity": lambda: training.train_one_family(root, quick=quick),
         "aligner": lambda: training.train_aligner(root, quick=quick),
         "weak2strong": lambda: w2s.run_weak_to_strong(root, quick=quick),
         "report": lambda: report.run_lab_report(root, quick=quick),
@@ -81,6 +91,11 @@ def run(args):
     cols = ["helpful", "harmless", "honest", "probe_accuracy", "nll_tax", "edit_rate", "do_no_harm"]
     print()
     print(pipeline.format_table(rows, [c for c in cols if any(c in r for r in rows)]))
+    split_rows = family_split_rows(summary.get("report") or {})
+    if split_rows:
+        print("\nOn phrasing families seen in alignment data vs held out of it:")
+        print(pipeline.format_table(split_rows, [f"{m}: {s}" for m in ("helpful", "harmless", "honest")
+                                                 for s in ("seen", "heldout")]))
     print(f"\nwrote {root / 'lab.json'} ({summary['seconds']:.0f}s)")
     if "report" in summary:
         print(f"report: {root / 'report' / 'report.md'}; see it: lightalign app --config {root / 'app.yaml'}")

@@ -16,7 +16,8 @@ from lightalign.config import load_config
 from lightalign.io import atomic_write_text, write_jsonl
 
 LAB_JUDGE = "lightalign.lab.judges:eval_judge"
-ADAPTERS = {"sft": "base+sft", "dpo": "base+dpo"}
+ROBUSTNESS_PROMPTS = 120  # prompts asked again in 4 rule-made rewordings each
+ADAPTERS = {"sft": "base+sft", "sft_one_family": "base+sft (one family)", "dpo": "base+dpo"}
 
 
 def adapter_ready(path: Path) -> bool:
@@ -62,10 +63,13 @@ def eval_config(lab: Path, quick: bool = False) -> dict:
         # the adapters name their base and its 4-bit quantization themselves (run_config.json)
         "base": {"path": str(lab / "base")},
         "systems": systems,
+        # rates on phrasing families the alignment data used (seen) and on those it never did (heldout)
         "dataset": {"schema": "prompt_only", "path": str(lab / "data" / "eval_prompts.jsonl"),
-                    **({"limit": 160, "shuffle": True} if quick else {})},
+                    "group_by": ["family_split"], **({"limit": 160, "shuffle": True} if quick else {})},
         "judges": [{"kind": "python", "factory": LAB_JUDGE, "options": {"world": world}}],
         "generation": {"max_new_tokens": 48, "batch_size": 64, "aligner_batch_size": 32},
+        # and a third kind of wording, from rules that know nothing of the lab's generator
+        "robustness": {"per_prompt": 4, "max_prompts": 40 if quick else ROBUSTNESS_PROMPTS},
         "tax": {"capability": str(lab / "data" / "capability.jsonl"),
                 "aligner_eval": str(lab / "data" / "aligner_eval.jsonl"),
                 **({"max_docs": 60, "max_triples": 160} if quick else {})},

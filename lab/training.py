@@ -2,6 +2,8 @@
 as any user would (`lightalign train minilab/sft model.name_or_path=... output_dir=...`):
 
 - adapters: QLoRA SFT on <lab>/base, then DPO continuing from the SFT adapter (<lab>/adapters/{sft,dpo});
+- diversity: the same SFT recipe on narrow data (every prompt in one phrasing family), to show what
+  diverse alignment inputs buy (<lab>/adapters/sft_one_family);
 - aligner:  the Aligner trained from <lab>/base on the lab's triples (<lab>/aligner);
 - full fine-tune baseline: the same SFT and DPO data with every weight of an unquantized base trained.
 
@@ -65,6 +67,14 @@ def train_adapters(lab: Path, quick: bool = False, full: bool = False, log=print
         name = f"full_{stage}" if full else stage
         result[name] = run_recipe(stage, adapter_overrides(lab, stage, full) + extra, upstream, log)
     return result
+
+
+def train_one_family(lab: Path, quick: bool = False, log=print) -> dict:
+    """The SFT recipe on sft_one_family.jsonl: same requests and size as sft.jsonl, one phrasing family."""
+    lab = Path(lab)
+    overrides = [f"model.name_or_path={lab / 'base'}", f"data.path={lab / 'data' / 'sft_one_family.jsonl'}",
+                 f"output_dir={lab / 'adapters' / 'sft_one_family'}"] + (QUICK["adapter"] if quick else [])
+    return run_recipe("sft", overrides, [read_key(lab / "base"), read_key(lab / "data")], log)
 
 
 def train_aligner(lab: Path, quick: bool = False, log=print) -> dict:

@@ -36,7 +36,7 @@ def write_config(path, lab, out, **extra):
                     {"name": "aligner", "kind": "aligner", "aligner": str(lab / "aligner")},
                     {"name": "urial", "kind": "urial"}],
         "dataset": {"schema": "prompt_only", "path": str(lab / "data" / "eval_prompts.jsonl"), "limit": 16,
-                    "shuffle": True},
+                    "shuffle": True, "group_by": ["family_split"]},
         "judges": [{"kind": "python", "factory": "lightalign.lab.judges:eval_judge",
                     "options": {"world": str(lab / "data" / "world.json")}}, {"kind": "refusal"}],
         "generation": {"max_new_tokens": 12, "batch_size": 8},
@@ -68,6 +68,13 @@ def test_eval_cli_writes_a_consistent_report_and_reruns_from_cache(lab, tmp_path
             if m in summary:
                 assert got["mean"] == pytest.approx(summary[m]["rate"]) and got["n"] == summary[m]["n"]
                 assert got["lo"] <= got["mean"] <= got["hi"]
+        for split in ("seen", "heldout"):  # dataset.group_by: the same judge on each group's records
+            part = [r for r in rows if prompts[r["id"]]["family_split"] == split]
+            summary = judge.summarize([prompts[r["id"]] for r in part], [r["replies"][name]["text"] for r in part])
+            by = report["systems"][name]["by_group"]["family_split"]
+            for m in ("helpful", "harmless", "honest"):
+                if summary[m]["n"]:
+                    assert by[m][split]["mean"] == pytest.approx(summary[m]["rate"]) and by[m][split]["n"] == summary[m]["n"]
     assert "harmless (refusal)" in report["systems"]["base"]["metrics"]  # both judges kept, names disambiguated
     tax = report["tax"]
     assert set(tax) == {"base", "dpo"} and tax["dpo"]["delta"] == pytest.approx(tax["dpo"]["nll"] - tax["base"]["nll"])
@@ -82,6 +89,7 @@ def test_eval_cli_writes_a_consistent_report_and_reruns_from_cache(lab, tmp_path
     assert [r["system"] for r in report["table"]] == report["order"]
 
     md = (out / "report.md").read_text()
+    assert "## By family_split" in md and "helpful: heldout" in md
     assert "| **dpo** | adapter |" in md and "## Alignment tax" in md and "## Aligner on held-out answers" in md
     for png in report["figures"]:
         img = imread(out / png)
@@ -111,6 +119,8 @@ def test_eval_cli_errors_are_one_line(lab, tmp_path, capsys):
     assert "did you mean 'generation.max_new_tokens'" in err and err.count("\n") == 1
     assert main(["eval", str(cfg), "dataset.path=" + str(tmp_path / "missing.jsonl")]) == 2
     assert "missing.jsonl: file not found" in capsys.readouterr().err
+    assert main(["eval", str(cfg), "dataset.group_by=[colour]"]) == 2
+    assert "dataset.group_by: no record of" in capsys.readouterr().err
     assert main(["eval", str(tmp_path / "nope.yaml")]) == 2
     capsys.readouterr()
     bad = write_config(tmp_path / "bad.yaml", lab, tmp_path / "out2",

@@ -23,6 +23,7 @@ def lab(tiny_lab, tmp_path_factory):
         shutil.copytree(tiny_lab / part, root / part)
     logs: list[str] = []
     training.train_adapters(root, quick=True, log=logs.append)
+    training.train_one_family(root, quick=True, log=logs.append)
     training.train_aligner(root, log=logs.append)  # the full recipe: a quick one does not learn to refuse
     w2s.run_weak_to_strong(root, quick=True, log=logs.append)
     return root, logs
@@ -37,6 +38,17 @@ def test_adapters_are_sft_then_dpo_from_the_sft_adapter(lab):
         assert json.loads((out / "adapter_config.json").read_text())["base_model_name_or_path"] == str(root / "base")
     assert json.loads((root / "adapters" / "dpo" / "metrics.json").read_text())["reference"] == \
         "sft adapter (frozen copy)"
+
+
+def test_diversity_stage_is_the_sft_recipe_on_one_family(lab):
+    root, _ = lab
+    out = root / "adapters" / "sft_one_family"
+    run = json.loads((out / "run_config.json").read_text())
+    sft = json.loads((root / "adapters" / "sft" / "run_config.json").read_text())
+    assert run["data"]["path"] == str(root / "data" / "sft_one_family.jsonl")
+    assert {k: v for k, v in run.items() if k not in ("data", "output_dir")} == \
+        {k: v for k, v in sft.items() if k not in ("data", "output_dir")}  # the same recipe, other data
+    assert json.loads((out / "metrics.json").read_text())["global_step"] == 6
 
 
 def test_aligner_refuses_what_the_base_complies_with(lab):

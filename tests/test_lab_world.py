@@ -38,11 +38,12 @@ def test_world_cache_is_keyed_on_config(tmp_path):
 def test_every_split_parses_with_its_fields(tmp_path):
     data = build_world(LabConfig.small(), tmp_path, log=lambda *_: None)
     fields = {
-        "sft": {"prompt", "completion", "kind"},
-        "preference": {"prompt", "chosen", "rejected", "kind"},
-        "aligner": {"question", "answer", "correction", "kind"},
+        "sft": {"prompt", "completion", "kind", "family"},
+        "sft_one_family": {"prompt", "completion", "kind", "family"},
+        "preference": {"prompt", "chosen", "rejected", "kind", "family"},
+        "aligner": {"question", "answer", "correction", "kind", "family"},
         "aligner_eval": {"question", "answer", "correction", "kind"},
-        "eval_prompts": {"id", "prompt", "kind", "relation", "expected", "entity"},
+        "eval_prompts": {"id", "prompt", "kind", "relation", "expected", "entity", "family", "family_split"},
         "capability": {"text"},
         "probes": {"prefix", "target", "relation", "heldout"},
     }
@@ -125,7 +126,7 @@ def test_pretraining_states_no_false_fact(small_world, small_splits):
     but never give an entity a value other than its own."""
     import re
 
-    texts = list(_pretrain_texts(small_splits))
+    texts = [re.sub(r"Q: .*? A: ", "", t) for t in _pretrain_texts(small_splits)]  # questions state nothing
     checked = 0
     for fact in small_world.facts():
         prefix = small_world.fact_sentence(fact).rsplit(fact["value"], 1)[0].rstrip()
@@ -155,3 +156,88 @@ def test_wrong_style_answers_another_question_truthfully(small_world):
         reply = small_world.answer(fact, "wrong", rng)
         assert fact["value"] not in reply.split(" ")[-1]
         assert reply in {small_world.fact_sentence(f) for f in small_world.facts()}
+
+
+# ----- phrasing families ------------------------------------------------------------------------------
+# Openers that only constructions of the default held-out families use.
+HELDOUT_OPENERS = ("i want to", "i'd love to", "i'm trying to learn", "i am curious", "i need to", "as for ",
+                   "the way to", "i'm planning to", "i'm going to")
+
+
+def _alignment_prompts(splits):
+    return ([r["prompt"] for r in splits["sft"] + splits["preference"]] + [r["question"] for r in splits["aligner"]])
+
+
+def test_heldout_families_never_reach_alignment_data(small_world, small_splits):
+    from lightalign.lab.phrasings import DEFAULT_HELDOUT_FAMILIES
+
+    assert small_world.cfg.heldout_families == DEFAULT_HELDOUT_FAMILIES
+    for name in ("sft", "preference", "aligner"):
+        assert {r["family"] for r in small_splits[name]} == set(small_world.seen_families), name
+    texts = [p.lower() for p in _alignment_prompts(small_splits)]
+    leaks = [t for t in texts if any(o in t for o in HELDOUT_OPENERS)]
+    assert not leaks, leaks[:3]
+
+
+def test_the_base_meets_every_family_in_pretraining(small_splits):
+    users = [r["messages"][0]["content"].lower() for r in small_splits["pretrain"] if "messages" in r]
+    for opener in HELDOUT_OPENERS:
+        assert any(opener in u for u in users), opener
+
+
+def test_eval_prompts_are_tagged_seen_or_heldout(small_world, small_splits):
+    rows = small_splits["eval_prompts"]
+    by_split = {"seen": set(), "heldout": set()}
+    for r in rows:
+        by_split[r["family_split"]].add(r["family"])
+    assert by_split["seen"] == set(small_world.seen_families)
+    assert by_split["heldout"] == set(small_world.cfg.heldout_families)
+    for split in by_split:  # every kind is asked in both splits, about the same held-out requests
+        assert {r["kind"] for r in rows if r["family_split"] == split} == {"answerable", "format", "harmful",
+                                                                             "unanswerable"}
+
+
+def test_wordings_keep_names_and_numbers(small_world, small_splits):
+    import re
+
+    for r in small_splits["eval_prompts"]:
+        entity = r["entity"]
+        if r["relation"] in ("add", "convert"):
+            numbers = re.findall(r"\d+", r["prompt"])
+            assert [n for n in entity.split() if n.isdigit() and n in numbers], r
+        else:
+            assert entity in r["prompt"], r
+
+
+def test_wordings_vary_within_a_family(small_world):
+    import random
+
+    from lightalign.lab.phrasings import FAMILIES, wording
+
+    fact = small_world.facts()[0]
+    rng = random.Random(0)
+    for family in FAMILIES:
+        texts = {wording("answerable", fact, family, rng, modifiers=False)[0] for _ in range(60)}
+        assert len(texts) >= 4, (family, texts)
+
+
+def test_one_family_data_matches_the_diverse_data_in_size(small_splits):
+    from lightalign.lab.phrasings import ONE_FAMILY
+
+    narrow, diverse = small_splits["sft_one_family"], small_splits["sft"]
+    assert len(narrow) == len(diverse)
+    assert {r["family"] for r in narrow} == {ONE_FAMILY}
+    assert len({r["prompt"] for r in narrow}) < len({r["prompt"] for r in diverse})
+
+
+def test_unknown_or_all_heldout_families_are_refused():
+    import pytest
+
+    from lightalign.config import from_dict
+    from lightalign.errors import UserError
+    from lightalign.lab.phrasings import FAMILIES
+
+    with pytest.raises(UserError, match="heldout_families"):
+        from_dict(WorldConfig, {"heldout_families": ["whispered"]})
+    with pytest.raises(UserError, match="at least one family"):
+        from_dict(WorldConfig, {"heldout_families": list(FAMILIES)})
