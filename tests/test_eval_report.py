@@ -146,6 +146,16 @@ def test_lab_report_compares_every_system_found_in_the_lab(lab, tmp_path):
         assert (root / "report" / f).exists()
     assert {"helpful", "harmless", "honest"} <= set(report["table"][0])
     assert report["table"][1]["nll_tax"] == pytest.approx(report["tax"]["base+dpo"]["relative"])
+    # seen vs held-out phrasing families, as `lightalign lab` prints them, and the robustness measure
+    from lightalign.lab.cli import family_split_rows
+
+    rows = family_split_rows(report)
+    by = report["systems"]["base+dpo"]["by_group"]["family_split"]
+    assert [r["system"] for r in rows] == report["order"]
+    assert rows[1]["helpful: heldout"] == by["helpful"]["heldout"]["mean"]
+    rb = report["robustness"]
+    assert rb["prompts"] == 40 and set(rb["systems"]) == set(report["order"])
+    assert (root / "report" / "rewordings.jsonl").exists()
     # URIAL's examples come from the training split only
     examples = read_jsonl(root / "report" / "urial_examples.jsonl")
     sft_prompts = {r["prompt"] for r in read_jsonl(root / "data" / "sft.jsonl")}
