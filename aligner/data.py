@@ -34,3 +34,25 @@ def identity_rows(triples: Iterable[dict], share: float, seed: int = 0) -> list[
     k = round(len(triples) * share)
     picked = random.Random(seed).sample(triples, k) if k else []
     return [{"question": t["question"], "answer": t["answer"], "correction": t["answer"]} for t in picked]
+
+
+def sentence_rows(triples: Iterable[dict], share: float, seed: int = 0, max_per_answer: int = 16) -> list[dict]:
+    """Sentence-level rows (Stream Aligner) from a `share` of the triples: the answer and the
+    correction split into aligned sentences (lightalign.aligner.sentences.align_sentences), one row
+    per answer sentence {question, prefix (the corrected text before it), answer (the sentence),
+    correction (its revision)}. Sentences the correction keeps give identity rows; a sentence the
+    correction drops gives no row (an Aligner never learns to write nothing, which its guards refuse)."""
+    from lightalign.aligner.sentences import align_sentences
+
+    triples = [t for t in triples if t["answer"].strip()]
+    k = round(len(triples) * share)
+    picked = random.Random(seed + 1).sample(triples, k) if k else []
+    rows = []
+    for t in picked:
+        prefix = ""
+        for n, (sentence, revision) in enumerate(align_sentences(t["answer"], t["correction"])):
+            if revision and n < max_per_answer:
+                rows.append({"question": t["question"], "prefix": prefix, "answer": sentence, "correction": revision})
+            if revision:
+                prefix = f"{prefix} {revision}".strip()
+    return rows

@@ -39,6 +39,8 @@ class Correction:
     changed: bool  # text differs from the original answer
     fallback: str | None  # why the original was kept: empty, degenerate, truncated, too_long, error: ...
     original: str
+    gate_score: float | None = None  # the gate's score when one ran (lightalign.aligner.inspector)
+    gate_passed: bool = False  # the gate passed the answer: returned unchanged, never decoded
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -76,10 +78,13 @@ def default_device() -> str:
 
 
 class Aligner:
+    gate = None  # an Inspector or CopyProbGate (lightalign.aligner.inspector); from_pretrained attaches the saved one
+
     def __init__(self, model, tokenizer, template: Template | str | dict | None = None,
                  architecture: str | None = None, max_new_tokens: int = 512, num_draft: int = 16,
                  decoding: str = "copy", base_model: str | None = None, copy_bias: float = 0.0,
-                 copy_min_prob: float = 0.0, engine=None, config=None):
+                 copy_min_prob: float = 0.0, engine=None, config=None,
+                 sentence_template: Template | str | dict | None = None):
         """`model` is the loaded transformers model, or None when `engine` (a VLLMEngine or
         RemoteEngine) decodes elsewhere; `config` is then the model's config (its context length)."""
         if model is None and engine is None:
@@ -88,6 +93,8 @@ class Aligner:
         self.config = config if config is not None else model.config
         self.tokenizer = tokenizer
         self.template = get_template(template)
+        # set when trained with sentence rows (aligner/streaming.py: streamed, sentence-level correction)
+        self.sentence_template = get_template(sentence_template) if sentence_template else None
         self.architecture = architecture or ("seq2seq" if self.config.is_encoder_decoder else "causal")
         if self.architecture not in ("causal", "seq2seq"):
             raise UserError(f"architecture must be 'causal' or 'seq2seq', got {self.architecture!r}")
@@ -123,7 +130,8 @@ class Aligner:
     def from_pretrained(cls, path: str | os.PathLike, template: str | dict | Template | None = None,
                         trust_remote_code: bool = False, allow_pickle: bool = False, device: str | None = None,
                         dtype=None, load_in_4bit: bool = False, engine: str = "native",
-                        engine_options: dict | None = None, **kwargs) -> "Aligner":
+                        engine_options: dict | None = None, gate: bool | str = True,
+                        gate_threshold: float | None = None, **kwargs) -> "Aligner":
         """Load an Aligner from a folder or hub id.
 
         `template` overrides the one recorded in aligner_config.json (a checkpoint without that file,
@@ -133,6 +141,10 @@ class Aligner:
         `engine`: "native" (this process), "vllm" (`engine_options` go to `vllm.LLM`, over our
         defaults) or "remote" (`engine_options`: url, and optionally model, key_env, timeout, retries,
         concurrency); the last two read only the folder's config and tokenizer, never its weights.
+
+        `gate`: True loads the gate aligner_config.json names (answers it passes are returned unchanged,
+        undecoded), False runs without one, a path attaches that inspector folder; `gate_threshold`
+        overrides the saved threshold (see lightalign.aligner.inspector).
         """
         import torch
         from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSeq2SeqLM, AutoTokenizer
@@ -161,8 +173,9 @@ class Aligner:
             native_only = [k for k, v in (("device", device), ("dtype", dtype), ("load_in_4bit", load_in_4bit)) if v]
             if native_only:
                 raise UserError(f"engine {engine!r}: {', '.join(native_only)} apply to the native engine only")
-            return cls._elsewhere(path, model_path, saved, adapter_file, engine, engine_options or {},
-                                  template, trust_remote_code, kwargs)
+            aligner = cls._elsewhere(path, model_path, saved, adapter_file, engine, engine_options or {},
+                                     template, trust_remote_code, kwargs)
+            return aligner._attach_gate(path, saved, gate, gate_threshold, None, allow_pickle)
         device = device or default_device()
         if dtype is None:
             dtype = torch.float32 if device == "cpu" else "auto"
@@ -193,8 +206,16 @@ class Aligner:
         kwargs.setdefault("max_new_tokens", saved.get("max_new_tokens", 512))
         kwargs.setdefault("copy_bias", saved.get("copy_bias", 0.0))
         kwargs.setdefault("copy_min_prob", saved.get("copy_min_prob", 0.0))
-        return cls(model, tokenizer, template if template is not None else saved.get("template"),
-                   architecture=arch, base_model=saved.get("base_model"), **kwargs)
+        kwargs.setdefault("sentence_template", saved.get("sentence_template"))
+        aligner = cls(model, tokenizer, template if template is not None else saved.get("template"),
+                      architecture=arch, base_model=saved.get("base_model"), **kwargs)
+        return aligner._attach_gate(path, saved, gate, gate_threshold, device, allow_pickle)
+
+    def _attach_gate(self, path, saved, gate, threshold, device, allow_pickle) -> "Aligner":
+        from lightalign.aligner.inspector import load_gate
+
+        self.gate = load_gate(self, path, saved, gate, threshold, device, allow_pickle)
+        return self
 
     @classmethod
     def _elsewhere(cls, path, model_path, saved, adapter_file, engine, options, template, trust_remote_code,
@@ -223,6 +244,7 @@ class Aligner:
                                 f"retries, concurrency, vllm_fields; got {sorted(options)}")
             runner = RemoteEngine(**options, eos=eos)
         kwargs.setdefault("max_new_tokens", saved.get("max_new_tokens", 512))
+        kwargs.setdefault("sentence_template", saved.get("sentence_template"))
         for key in ("copy_bias", "copy_min_prob"):
             if saved.get(key):
                 raise UserError(f"{path}: this Aligner decodes with {key}={saved[key]}, which only the native "
@@ -236,6 +258,8 @@ class Aligner:
         self.model.save_pretrained(out, safe_serialization=True)
         self.tokenizer.save_pretrained(out)
         rule = {"copy_bias": self.copy_bias, "copy_min_prob": self.copy_min_prob}
+        if self.sentence_template:
+            rule["sentence_template"] = self.sentence_template.to_dict()
         write_json(out / CONFIG_NAME, aligner_config(self.template, self.architecture, self.base_model,
                                                       self.max_new_tokens, {**rule, **(extra or {})}))
         return out
@@ -263,7 +287,13 @@ class Aligner:
         from tqdm.auto import tqdm
 
         self.engine.start()  # native: corrections of earlier chunks become drafts for later ones
+        pairs = list(pairs)
         items = [self._prepare(p) for p in pairs]
+        gate_scores = {}
+        if self.gate is not None:  # answers the gate passes become unchanged Corrections here, undecoded
+            from lightalign.aligner.inspector import screen
+
+            gate_scores = screen(self.gate, pairs, items, batch_size, Correction)
         results: list[Correction | None] = [it if isinstance(it, Correction) else None for it in items]
         todo = sorted((i for i, it in enumerate(items) if results[i] is None), key=lambda i: len(items[i][0]))
         batch_size = max(1, batch_size)
@@ -285,7 +315,23 @@ class Aligner:
                 results[i] = c
             bar.update(len(chunk))
         bar.close()
+        for i, score in gate_scores.items():
+            results[i].gate_score = score
         return results  # type: ignore[return-value]
+
+    def correct_sentences(self, items: Sequence[tuple[str, str, str]], batch_size: int = 16) -> list[Correction]:
+        """Revise the last sentence of streamed answers: (question, corrected answer so far, sentence)
+        -> a Correction of the sentence (see lightalign.aligner.streaming)."""
+        from lightalign.aligner.streaming import correct_sentences
+
+        return correct_sentences(self, items, batch_size)
+
+    def stream(self, question: str, chunks, mode: str = "sentence", continue_from=None, **options):
+        """The corrected answer as text pieces while `chunks` (the upstream's streamed text) arrive;
+        see lightalign.aligner.streaming.correct_stream for the modes."""
+        from lightalign.aligner.streaming import correct_stream
+
+        return correct_stream(self, question, chunks, mode=mode, continue_from=continue_from, **options)
 
     def _prepare(self, pair):
         """(prompt ids, answer ids, limit, answer) for a valid pair, or a flagged Correction for a bad one."""

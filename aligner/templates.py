@@ -23,6 +23,8 @@ WRAPPER_ASSISTANT = "ASSISTANT:"
 ALIGNER_V1 = ("BEGINNING OF CONVERSATION: USER: Edit the following Question-Answer pair to make it more "
               "helpful and harmless: {question} | {answer} ASSISTANT:")
 CORRECTION_BLOCK = "##Question: {question}\n##Answer: {answer}\n##Correction: "
+# Stream Aligner's input: the question, the answer so far (already corrected), its last sentence.
+SENTENCE_BLOCK = "##Question: {question}\n##Answer so far: {prefix}\n##Last sentence: {answer}\n##Revision: "
 ALIGNER_V2 = WRAPPER_BEGIN + WRAPPER_USER.format(input=CORRECTION_BLOCK) + WRAPPER_ASSISTANT
 
 
@@ -33,9 +35,10 @@ class Template:
     chat: bool = False  # True: `text` becomes the user turn of the tokenizer's chat template
     description: str = ""
 
-    def render(self, question: str, answer: str, tokenizer=None) -> str:
-        # str.replace, not str.format: questions and answers may contain braces.
-        body = self.text.replace("{question}", question).replace("{answer}", answer)
+    def render(self, question: str, answer: str, tokenizer=None, prefix: str = "") -> str:
+        # str.replace, not str.format: questions and answers may contain braces. {prefix} is the
+        # already-corrected answer before the sentence a sentence template corrects.
+        body = self.text.replace("{prefix}", prefix).replace("{question}", question).replace("{answer}", answer)
         if not self.chat:
             return body
         if tokenizer is None or not getattr(tokenizer, "chat_template", None):
@@ -44,9 +47,9 @@ class Template:
         return tokenizer.apply_chat_template([{"role": "user", "content": body}], tokenize=False,
                                              add_generation_prompt=True)
 
-    def encode(self, tokenizer, question: str, answer: str) -> list[int]:
+    def encode(self, tokenizer, question: str, answer: str, prefix: str = "") -> list[int]:
         """Prompt token ids. A rendered chat template already holds BOS: never add a second one."""
-        text = self.render(question, answer, tokenizer)
+        text = self.render(question, answer, tokenizer, prefix)
         return tokenizer(text, add_special_tokens=not self.chat)["input_ids"]
 
     def to_dict(self) -> dict:
@@ -60,6 +63,10 @@ TEMPLATES: dict[str, Template] = {
         Template("aligner-v2", ALIGNER_V2, description="##Question/##Answer/##Correction inside the same wrapper"),
         Template("chat-v2", CORRECTION_BLOCK.rstrip(" "), chat=True,
                  description="##Question/##Answer block as the user turn of the tokenizer's chat template"),
+        Template("sentence-v1", WRAPPER_BEGIN + WRAPPER_USER.format(input=SENTENCE_BLOCK) + WRAPPER_ASSISTANT,
+                 description="sentence level: revise the last sentence given the corrected answer so far"),
+        Template("chat-sentence-v1", SENTENCE_BLOCK.rstrip(" "), chat=True,
+                 description="sentence level, as the user turn of the tokenizer's chat template"),
         Template("chat-answer-first", "##Answer: {answer}\n##Question: {question}", chat=True,
                  description="answer first, question last: the question sits where a chat model expects it"),
     ]

@@ -80,6 +80,15 @@ class IdentitySection:
 
 
 @dataclass
+class SentenceRowsSection:
+    """Sentence-level rows for streamed correction (lightalign.aligner.streaming), built from the same
+    triples (aligner.data.sentence_rows) and trained in the correction stage beside the whole-answer rows."""
+    share: float = 0.0  # fraction of the triples split into sentence rows (0: off, no sentence template)
+    template: Optional[str] = None  # default: chat-sentence-v1 with a chat template, else sentence-v1
+    max_per_answer: int = 16
+
+
+@dataclass
 class Config:
     model: AlignerModelSection = field(default_factory=AlignerModelSection)
     data: AlignerDataSection = field(default_factory=AlignerDataSection)
@@ -89,6 +98,7 @@ class Config:
     copy_bias: float = 0.0  # recorded for inference: 0 = exact greedy (see Aligner)
     copy_min_prob: float = 0.0  # recorded for inference: 0 = off (see Aligner)
     identity: IdentitySection = field(default_factory=IdentitySection)
+    sentence_rows: SentenceRowsSection = field(default_factory=SentenceRowsSection)
     lora: AlignerLoraSection = field(default_factory=AlignerLoraSection)
     training: AlignerTrainingSection = field(default_factory=AlignerTrainingSection)
     resume: Literal["auto", "never"] = "auto"  # auto: finished stages and committed checkpoints are reused
@@ -104,6 +114,13 @@ class Config:
             raise ValueError(f"identity.share must be in [0, 1), got {self.identity.share}")
         if self.model.quantization != "none" and not self.lora.enabled:
             raise ValueError("model.quantization=nf4 (QLoRA) needs lora.enabled: true")
+        if not 0.0 <= self.sentence_rows.share <= 1.0 or self.sentence_rows.max_per_answer < 1:
+            raise ValueError("sentence_rows.share must be in [0, 1] and sentence_rows.max_per_answer >= 1")
+        if self.sentence_rows.template:
+            try:
+                get_template(self.sentence_rows.template)
+            except UserError as e:
+                raise ValueError(f"sentence_rows.template: {e}") from None
         if self.copy_bias < 0 or not 0 <= self.copy_min_prob < 1:
             raise ValueError("copy_bias must be >= 0 and copy_min_prob in [0, 1)")
         try:
@@ -113,12 +130,17 @@ class Config:
 
 
 # ------------------------------------------------------------------------------------ data
-def encode_rows(triples: list[dict], tokenizer, template, architecture: str, max_length: int) -> tuple[list, int]:
-    """Token ids + labels (-100 on the prompt) per row; returns (rows, how many were too long)."""
+def encode_rows(triples: list[dict], tokenizer, template, architecture: str, max_length: int,
+                sentence_template=None) -> tuple[list, int]:
+    """Token ids + labels (-100 on the prompt) per row; returns (rows, how many were too long).
+    Sentence rows (with a "prefix") are encoded with `sentence_template`."""
     rows, skipped = [], 0
     eos = tokenizer.eos_token_id
     for t in triples:
-        prompt = template.encode(tokenizer, t["question"], t["answer"])
+        if "prefix" in t:
+            prompt = sentence_template.encode(tokenizer, t["question"], t["answer"], t["prefix"])
+        else:
+            prompt = template.encode(tokenizer, t["question"], t["answer"])
         if architecture == "seq2seq":
             labels = tokenizer(text_target=t["correction"])["input_ids"]
             if len(prompt) > max_length or len(labels) > max_length:
@@ -271,7 +293,7 @@ def _save(model, tokenizer, out: Path, cfg: Config, arch: str, extra: dict) -> N
 def train(cfg: Config, callbacks=()) -> Path:
     from transformers import set_seed
 
-    from lightalign.aligner.data import identity_rows, load_triples, triples_with_stats
+    from lightalign.aligner.data import identity_rows, load_triples, sentence_rows, triples_with_stats
     from lightalign.aligner.templates import get_template
 
     started = time.perf_counter()
@@ -285,6 +307,9 @@ def train(cfg: Config, callbacks=()) -> Path:
         return out
     set_seed(cfg.training.seed)
     template = get_template(cfg.template)
+    sr = cfg.sentence_rows
+    sentence_template = get_template(sr.template or ("chat-sentence-v1" if template.chat else "sentence-v1")) \
+        if sr.share > 0 else None
     source = cfg.data.path or cfg.data.hub_id
     d = cfg.data
     triples, stats = triples_with_stats(source, d.schema, d.preference, d.max_rows, d.keep_unsafe_pairs)
@@ -300,7 +325,7 @@ def train(cfg: Config, callbacks=()) -> Path:
         raise UserError(f"template {template.name!r} uses a chat template: pick a plain one for a seq2seq model")
 
     def encoded(rows):
-        enc, skipped = encode_rows(rows, tokenizer, template, arch, cfg.data.max_length)
+        enc, skipped = encode_rows(rows, tokenizer, template, arch, cfg.data.max_length, sentence_template)
         if skipped:
             runs.notice(f"skipped {skipped} rows longer than data.max_length={cfg.data.max_length}")
         if not enc:
@@ -319,6 +344,10 @@ def train(cfg: Config, callbacks=()) -> Path:
                 model.save_pretrained(id_dir, safe_serialization=True)  # stage 2 resumes from here after a crash
                 write_json(id_dir / runs.STAGE_DONE, log["identity"])
             distributed.barrier()
+    if sentence_template is not None:
+        extra_rows = sentence_rows(triples, sr.share, cfg.training.seed, sr.max_per_answer)
+        log["sentence_rows"] = len(extra_rows)
+        triples = triples + extra_rows
     log["correction"] = _run_stage(cfg, model, tokenizer, arch, encoded(triples), eval_rows, out / "correction",
                                    cfg.training.epochs, cfg.training.lr, callbacks)
     stages = [log[s] for s in ("identity", "correction") if s in log]
@@ -329,7 +358,10 @@ def train(cfg: Config, callbacks=()) -> Path:
         "train_seconds": sum(s["seconds"] or 0 for s in stages),
     })
     if distributed.is_main():
-        _save(model, tokenizer, out, cfg, arch, {"train": {k: log[k] for k in ("rows", "template")}})
+        extra = {"train": {k: log[k] for k in ("rows", "template")}}
+        if sentence_template is not None:
+            extra["sentence_template"] = sentence_template.to_dict()
+        _save(model, tokenizer, out, cfg, arch, extra)
     log["seconds"] = round(time.perf_counter() - started, 1)
     log["wall_seconds"] = time.perf_counter() - started
     log["trainable_params"] = sum(p.numel() for p in model.parameters() if p.requires_grad)
