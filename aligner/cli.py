@@ -8,6 +8,10 @@
         --upstream-model my-model --out corrected.jsonl            # ask an upstream model first
     lightalign correct --in corrected.jsonl --dpo-out dpo.jsonl --sft-out sft.jsonl   # weak-to-strong data
 
+With a gate saved beside the Aligner (an inspector, see lightalign.aligner.inspector), answers it
+passes are written back unchanged without decoding ("gate_passed": true, with its "gate_score");
+--no-gate decodes every answer, --gate-threshold T moves the line.
+
 Input: JSON Lines, one {"question", "answer"} object per line (plus an optional "id" and any other
 fields, kept), or a JSON array of such objects (on one line or pretty-printed). Each output line adds
 "correction", "changed" and "fallback" (why the answer was kept, or null). A bad record (invalid
@@ -75,6 +79,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--retry-errors", action="store_true",
                    help="redo the records of --out that ended in an error (others are kept, as on any resume)")
     p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--no-gate", action="store_true",
+                   help="decode every answer, even those the Aligner's gate (its inspector) would pass unchanged")
+    p.add_argument("--gate-threshold", type=float, metavar="T",
+                   help="the gate's threshold instead of the saved one (answers scoring below it pass unchanged)")
     add_engine_arguments(p)
 
 
@@ -294,6 +302,8 @@ def _check_numbers(args) -> None:
         raise UserError(f"--timeout must be a number of seconds > 0, got {args.timeout}")
     if args.retries < 0:
         raise UserError(f"--retries must be >= 0, got {args.retries}")
+    if args.gate_threshold is not None and (args.no_gate or not math.isfinite(args.gate_threshold)):
+        raise UserError("--gate-threshold needs a finite number, and the gate (not --no-gate)")
 
 
 def _summary(written: list[dict], args) -> int:
@@ -318,6 +328,7 @@ def _load_aligner(args):
     if args.max_new_tokens is not None:
         kwargs["max_new_tokens"] = args.max_new_tokens
     kwargs.update(engine_from_args(args, timeout=args.timeout, retries=args.retries))
+    kwargs.update(gate=not args.no_gate, gate_threshold=args.gate_threshold)
     if kwargs["engine"] == "native":
         kwargs.update(allow_pickle=args.allow_pickle, device=args.device)
     elif args.allow_pickle or args.device:
@@ -368,6 +379,8 @@ def _correct_chunk(chunk, aligner, upstream, args) -> list[dict]:
             continue
         outs[k] = {**rec, "question": q, "answer": a, "correction": c.text, "changed": c.changed,
                    "fallback": c.fallback}
+        if c.gate_score is not None:  # the Aligner's gate ran: its score, and whether it passed the answer
+            outs[k].update(gate_score=c.gate_score, gate_passed=c.gate_passed)
     return outs  # type: ignore[return-value]
 
 

@@ -39,6 +39,8 @@ class Correction:
     changed: bool  # text differs from the original answer
     fallback: str | None  # why the original was kept: empty, degenerate, truncated, too_long, error: ...
     original: str
+    gate_score: float | None = None  # the gate's score when one ran (lightalign.aligner.inspector)
+    gate_passed: bool = False  # the gate passed the answer: returned unchanged, never decoded
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -76,6 +78,8 @@ def default_device() -> str:
 
 
 class Aligner:
+    gate = None  # an Inspector or CopyProbGate (lightalign.aligner.inspector); from_pretrained attaches the saved one
+
     def __init__(self, model, tokenizer, template: Template | str | dict | None = None,
                  architecture: str | None = None, max_new_tokens: int = 512, num_draft: int = 16,
                  decoding: str = "copy", base_model: str | None = None, copy_bias: float = 0.0,
@@ -126,7 +130,8 @@ class Aligner:
     def from_pretrained(cls, path: str | os.PathLike, template: str | dict | Template | None = None,
                         trust_remote_code: bool = False, allow_pickle: bool = False, device: str | None = None,
                         dtype=None, load_in_4bit: bool = False, engine: str = "native",
-                        engine_options: dict | None = None, **kwargs) -> "Aligner":
+                        engine_options: dict | None = None, gate: bool | str = True,
+                        gate_threshold: float | None = None, **kwargs) -> "Aligner":
         """Load an Aligner from a folder or hub id.
 
         `template` overrides the one recorded in aligner_config.json (a checkpoint without that file,
@@ -136,6 +141,10 @@ class Aligner:
         `engine`: "native" (this process), "vllm" (`engine_options` go to `vllm.LLM`, over our
         defaults) or "remote" (`engine_options`: url, and optionally model, key_env, timeout, retries,
         concurrency); the last two read only the folder's config and tokenizer, never its weights.
+
+        `gate`: True loads the gate aligner_config.json names (answers it passes are returned unchanged,
+        undecoded), False runs without one, a path attaches that inspector folder; `gate_threshold`
+        overrides the saved threshold (see lightalign.aligner.inspector).
         """
         import torch
         from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSeq2SeqLM, AutoTokenizer
@@ -164,8 +173,9 @@ class Aligner:
             native_only = [k for k, v in (("device", device), ("dtype", dtype), ("load_in_4bit", load_in_4bit)) if v]
             if native_only:
                 raise UserError(f"engine {engine!r}: {', '.join(native_only)} apply to the native engine only")
-            return cls._elsewhere(path, model_path, saved, adapter_file, engine, engine_options or {},
-                                  template, trust_remote_code, kwargs)
+            aligner = cls._elsewhere(path, model_path, saved, adapter_file, engine, engine_options or {},
+                                     template, trust_remote_code, kwargs)
+            return aligner._attach_gate(path, saved, gate, gate_threshold, None, allow_pickle)
         device = device or default_device()
         if dtype is None:
             dtype = torch.float32 if device == "cpu" else "auto"
@@ -197,8 +207,15 @@ class Aligner:
         kwargs.setdefault("copy_bias", saved.get("copy_bias", 0.0))
         kwargs.setdefault("copy_min_prob", saved.get("copy_min_prob", 0.0))
         kwargs.setdefault("sentence_template", saved.get("sentence_template"))
-        return cls(model, tokenizer, template if template is not None else saved.get("template"),
-                   architecture=arch, base_model=saved.get("base_model"), **kwargs)
+        aligner = cls(model, tokenizer, template if template is not None else saved.get("template"),
+                      architecture=arch, base_model=saved.get("base_model"), **kwargs)
+        return aligner._attach_gate(path, saved, gate, gate_threshold, device, allow_pickle)
+
+    def _attach_gate(self, path, saved, gate, threshold, device, allow_pickle) -> "Aligner":
+        from lightalign.aligner.inspector import load_gate
+
+        self.gate = load_gate(self, path, saved, gate, threshold, device, allow_pickle)
+        return self
 
     @classmethod
     def _elsewhere(cls, path, model_path, saved, adapter_file, engine, options, template, trust_remote_code,
@@ -270,7 +287,13 @@ class Aligner:
         from tqdm.auto import tqdm
 
         self.engine.start()  # native: corrections of earlier chunks become drafts for later ones
+        pairs = list(pairs)
         items = [self._prepare(p) for p in pairs]
+        gate_scores = {}
+        if self.gate is not None:  # answers the gate passes become unchanged Corrections here, undecoded
+            from lightalign.aligner.inspector import screen
+
+            gate_scores = screen(self.gate, pairs, items, batch_size, Correction)
         results: list[Correction | None] = [it if isinstance(it, Correction) else None for it in items]
         todo = sorted((i for i, it in enumerate(items) if results[i] is None), key=lambda i: len(items[i][0]))
         batch_size = max(1, batch_size)
@@ -292,6 +315,8 @@ class Aligner:
                 results[i] = c
             bar.update(len(chunk))
         bar.close()
+        for i, score in gate_scores.items():
+            results[i].gate_score = score
         return results  # type: ignore[return-value]
 
     def correct_sentences(self, items: Sequence[tuple[str, str, str]], batch_size: int = 16) -> list[Correction]:

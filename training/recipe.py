@@ -20,6 +20,7 @@ METHODS = {
     "dpo": "lightalign.adapters.dpo",
     "orpo": "lightalign.adapters.orpo",
     "aligner": "lightalign.aligner.train",
+    "inspector": "lightalign.aligner.inspector_train",
 }
 
 # old dotted key -> (new dotted key, old value -> new value)
