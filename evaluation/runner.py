@@ -258,6 +258,9 @@ class _Run:
                     "edit_rate_by_kind": _by_kind(self.records, [r["changed"] if r["text"] is not None else None
                                                                  for r in replies]),
                     "fallback_rate": sum(bool(r["fallback"]) for r in done) / len(done) if done else None}
+                gated = [r["gate_passed"] for r in done if r.get("gate_passed") is not None]
+                if gated:  # the Aligner's gate ran: the share of answers it passed undecoded
+                    self.report["systems"][s.name]["aligner_edits"]["gate_pass_rate"] = sum(gated) / len(gated)
 
     def rows(self) -> list[dict]:
         out = []
@@ -338,6 +341,18 @@ def _plain_base(cfg):
     return System(name="base", kind="base")
 
 
+def _gate_stats(triples: list[dict], corrections: list[dict]) -> dict:
+    """When the Aligner has a gate: the share of answers it passed undecoded, and of the answers that
+    needed correcting, the share it passed (missed)."""
+    from lightalign.aligner.inspector import needs_correcting
+
+    if not any("gate_passed" in c for c in corrections):
+        return {}
+    bad = [c.get("gate_passed", False) for t, c in zip(triples, corrections) if needs_correcting(t)]
+    return {"gate_pass_rate": sum(c.get("gate_passed", False) for c in corrections) / len(corrections),
+            "gate_missed_rate": sum(bad) / len(bad) if bad else None}
+
+
 def aligner_eval(cfg, systems, say) -> dict | None:
     """Edit rate, do-no-harm and fix rate of each Aligner on held-out (question, answer, correction) triples
     (any schema with triples: {question, answer, correction}, PKU-SafeRLHF, {prompt, chosen, rejected}, ...)."""
@@ -357,5 +372,5 @@ def aligner_eval(cfg, systems, say) -> dict | None:
         seen.add(s.aligner)
         say(f"[eval] Aligner {s.aligner}: edit rate and do-no-harm on {len(triples)} triples")
         fixed = systems.corrections(s, [(t["question"], t["answer"]) for t in triples])
-        out[s.name] = {"aligner": s.aligner, **aligner_edit_metrics(triples, fixed)}
+        out[s.name] = {"aligner": s.aligner, **aligner_edit_metrics(triples, fixed), **_gate_stats(triples, fixed)}
     return out

@@ -90,9 +90,12 @@ def load_aligner(path: str, engine: str = "native", engine_options: dict | None 
 
 def correct_pairs(aligner, pairs: list[tuple[str, str]], batch_size: int = 16) -> list[dict]:
     """The Aligner's corrections as plain dicts {"text", "changed", "fallback"} (fallback: the reason the
-    Aligner kept the original answer, e.g. "degenerate", or None)."""
+    Aligner kept the original answer, e.g. "degenerate", or None), and "gate_passed" when the Aligner's
+    gate ran (True: returned unchanged without decoding)."""
     results = aligner.correct_batch(pairs, batch_size=batch_size)
-    return [{"text": r.text, "changed": bool(r.changed), "fallback": r.fallback or None} for r in results]
+    return [{"text": r.text, "changed": bool(r.changed), "fallback": r.fallback or None,
+             **({"gate_passed": bool(r.gate_passed)} if getattr(r, "gate_score", None) is not None else {})}
+            for r in results]
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -293,7 +296,8 @@ class Systems:
             ok = [i for i, r in enumerate(replies) if r["error"] is None]
             fixed = self.corrections(system, [(prompts[i], replies[i]["upstream"]) for i in ok])
             for i, c in zip(ok, fixed):
-                replies[i].update(text=c["text"], changed=c["changed"], fallback=c["fallback"])
+                replies[i].update(text=c["text"], changed=c["changed"], fallback=c["fallback"],
+                                  gate_passed=c.get("gate_passed"))
         return replies
 
     def corrections(self, system, pairs: list[tuple[str, str]]) -> list[dict]:

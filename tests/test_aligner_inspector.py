@@ -204,3 +204,16 @@ def test_cli_no_gate_decodes_every_answer(tmp_path, gated_aligner):
     assert all(r["gate_passed"] and r["correction"] == r["answer"] for r in rows)
     assert not any("gate_passed" in json.loads(line) for line in plain.read_text().splitlines())
     assert main([*base, "--out", str(tmp_path / "x.jsonl"), "--no-gate", "--gate-threshold", "0.3"]) == 2
+
+
+def test_eval_reports_how_many_answers_the_gate_passed(gated_aligner):
+    from lightalign.evaluation.runner import _gate_stats
+    from lightalign.evaluation.systems import correct_pairs
+
+    fixed = correct_pairs(Aligner.from_pretrained(gated_aligner), PAIRS)
+    assert all(c["gate_passed"] for c in fixed)
+    triples = [{"question": q, "answer": a, "correction": a if i % 2 else a + " Fixed."}
+               for i, (q, a) in enumerate(PAIRS)]
+    assert _gate_stats(triples, fixed) == {"gate_pass_rate": 1.0, "gate_missed_rate": 1.0}
+    plain = correct_pairs(Aligner.from_pretrained(gated_aligner, gate=False), PAIRS)
+    assert not any("gate_passed" in c for c in plain) and _gate_stats(triples, plain) == {}
