@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal, Optional
 
-from lightalign import loading
+from lightalign import loading, model_sources
 from lightalign.errors import UserError
 from lightalign.io import write_json
 from lightalign.training import distributed, policy, runs
@@ -266,10 +266,8 @@ def _merged(cfg: Config, adapter_dir: Path, arch: str):
 
 
 def base_model_reference(name_or_path: str) -> str:
-    """A local base (folder or GGUF file) as an absolute path (the artifact then loads from any working
-    directory); a hub id or pkg:<package>/<path> as is (the loader resolves them wherever it runs)."""
-    path = Path(name_or_path).expanduser()
-    return str(path.resolve()) if path.exists() else name_or_path
+    """The base as aligner_config.json names it for lightalign (model_sources.local_reference)."""
+    return model_sources.local_reference(name_or_path)
 
 
 def _save(model, tokenizer, out: Path, cfg: Config, arch: str, extra: dict) -> None:
@@ -278,8 +276,8 @@ def _save(model, tokenizer, out: Path, cfg: Config, arch: str, extra: dict) -> N
 
     adapter = cfg.lora.enabled and not cfg.lora.merge
     base = base_model_reference(cfg.model.name_or_path)
-    for peft_cfg in getattr(model, "peft_config", {}).values():
-        peft_cfg.base_model_name_or_path = base
+    if getattr(model, "peft_config", None):  # plain PEFT loads the adapter: the dequantized folder of a GGUF base
+        runs.name_base(model, out / "adapter" if cfg.lora.merge else out, cfg.model.name_or_path)
     if cfg.lora.enabled and cfg.lora.merge:
         model.save_pretrained(out / "adapter", safe_serialization=True)  # kept: small, and the raw result
         model = _merged(cfg, out / "adapter", arch)

@@ -26,6 +26,7 @@ from typing import Any, Literal
 
 from lightalign import schemas
 from lightalign.errors import UserError, deprecated
+from lightalign.loading import adapter_base_name
 
 SystemKind = Literal["base", "adapter", "aligner", "adapter+aligner", "urial", "openai"]
 JudgeKind = Literal["refusal", "python", "reward", "flask", "pairwise"]
@@ -270,9 +271,8 @@ def _read_json(path: Path) -> dict | None:
 
 
 def adapter_base(adapter: str) -> str | None:
-    """The base model an adapter folder names (PEFT's adapter_config.json base_model_name_or_path)."""
-    value = (_read_json(Path(adapter) / "adapter_config.json") or {}).get("base_model_name_or_path")
-    return value if isinstance(value, str) and value else None
+    """The base model an adapter folder names (lightalign.loading.adapter_base_name)."""
+    return adapter_base_name(adapter)
 
 
 def adapter_quantization(adapter: str) -> str | None:

@@ -19,6 +19,7 @@ from types import SimpleNamespace
 
 from lightalign.errors import UserError
 from lightalign.io import read_json_object
+from lightalign.model_sources import recorded_base
 from lightalign.model_sources import resolve as resolve_model
 
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
@@ -307,10 +308,17 @@ def load_with_adapter(model_cfg, adapter_dir: str | Path, trainable: bool = Fals
 
 
 def adapter_base_name(adapter_dir: str | Path) -> str | None:
+    """The base an adapter folder names: its lightalign base record (a GGUF or pkg: base, re-resolved where
+    the dequantized folder PEFT is told about does not exist), else adapter_config.json's
+    base_model_name_or_path (older folders say pkg:... there: resolve_model still reads that)."""
+    recorded = recorded_base(adapter_dir)
+    if recorded:
+        return recorded
     cfg = Path(adapter_dir) / "adapter_config.json"
     if not cfg.exists():
         return None
-    return read_json_object(cfg, "adapter_config.json").get("base_model_name_or_path")
+    value = read_json_object(cfg, "adapter_config.json").get("base_model_name_or_path")
+    return value if isinstance(value, str) and value else None
 
 
 def model_spec(name_or_path: str, quantization: str = "none", compute_dtype: str = "auto",

@@ -162,3 +162,105 @@ def _write_dequantized(path: Path, tmp: Path) -> None:
                         f"(max diff {(expected - reloaded).abs().max().item():.3g}); not cached")
     info = {"file": str(path.resolve()), "sha256": file_sha256(path), "size": path.stat().st_size}
     (tmp / SOURCE_INFO).write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")
+
+
+# ---- artifacts trained on a GGUF or pkg: base ----------------------------------------------------------
+# PEFT (and every tool built on it) reads adapter_config.json's base_model_name_or_path with a plain
+# from_pretrained: it knows neither `pkg:` nor GGUF files. So an artifact trained from such a base names the
+# dequantized folder there (what it was trained on, loadable by any transformers user on this machine) and
+# keeps the spelling the user wrote, the GGUF's hash and the upstream model the GGUF names in BASE_RECORD, so
+# lightalign re-resolves the base where that folder does not exist (another machine, a cleared cache).
+BASE_RECORD = "lightalign_base.json"
+
+
+def local_reference(name_or_path: str) -> str:
+    """A local base (folder or GGUF file) as an absolute path, so an artifact naming it loads from any working
+    directory; a hub id or pkg:<package>/<path> as is (resolved wherever it runs)."""
+    path = Path(str(name_or_path)).expanduser()
+    return str(path.resolve()) if not str(name_or_path).startswith(PKG_PREFIX) and path.exists() else str(name_or_path)
+
+
+def gguf_source(name_or_path: str) -> Path | None:
+    """The GGUF file a base spelling names (pkg: resolved), or None for a folder or hub id."""
+    name = str(name_or_path)
+    path = package_path(name) if name.startswith(PKG_PREFIX) else Path(name).expanduser()
+    if path.suffix.lower() == ".gguf" or (path.is_file() and is_gguf(path)):
+        return path
+    return None
+
+
+def gguf_upstream(path: Path) -> dict:
+    """What the GGUF's metadata says about the model it was converted from: its name and organization, and
+    the hub id when a repo URL says it (general.source.repo_url; general.base_model.N.repo_url is the model
+    that one was fine-tuned from). Empty when the gguf package is missing or the file says nothing."""
+    try:
+        from gguf import GGUFReader
+
+        fields = GGUFReader(str(path)).fields
+    except Exception:  # optional information: a reader problem must not stop a save
+        return {}
+
+    def value(key: str):
+        field = fields.get(key)
+        try:
+            return field.contents() if field is not None else None
+        except Exception:
+            return None
+
+    def hub_id(url) -> str | None:
+        if isinstance(url, str) and "huggingface.co/" in url:
+            found = url.split("huggingface.co/", 1)[1].strip("/").split("/")
+            return "/".join(found[:2]) if len(found) >= 2 else None
+        return None
+
+    info = {"name": value("general.name"), "organization": value("general.organization"),
+            "repo": hub_id(value("general.source.repo_url")) or hub_id(value("general.source.url"))}
+    count = value("general.base_model.count")
+    parents = [hub_id(value(f"general.base_model.{i}.repo_url")) for i in range(count if isinstance(count, int) else 0)]
+    if any(parents):
+        info["fine_tuned_from"] = [p for p in parents if p]
+    return {k: v for k, v in info.items() if v}
+
+
+def record_base(out_dir: str | Path | None, name_or_path: str) -> str:
+    """What an artifact saved in `out_dir` names as its base in adapter_config.json: for a GGUF or pkg: base
+    the dequantized folder (BASE_RECORD written beside it unless `out_dir` is None: a process that does
+    not write), else `local_reference(name_or_path)`."""
+    gguf = gguf_source(name_or_path)
+    if gguf is None:
+        return local_reference(name_or_path)
+    folder = dequantized(gguf)  # already cached by the training run: no second conversion
+    record = {"source": local_reference(name_or_path), "folder": str(folder.resolve()),
+              "sha256": file_sha256(gguf), "upstream": gguf_upstream(gguf)}
+    if out_dir is None:
+        return record["folder"]
+    Path(out_dir).mkdir(parents=True, exist_ok=True)
+    (Path(out_dir) / BASE_RECORD).write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
+    return record["folder"]
+
+
+def recorded_base(artifact_dir: str | Path) -> str | None:
+    """The base lightalign loads an artifact from, per its BASE_RECORD (None without one): the spelling the
+    user trained with while it still holds the same GGUF bytes (it resolves to the same cached folder),
+    else the dequantized folder while it exists, else the spelling (resolving it names what is missing)."""
+    file = Path(artifact_dir) / BASE_RECORD
+    if not file.is_file():
+        return None
+    try:
+        record = json.loads(file.read_text(encoding="utf-8"))
+        source, folder, sha = record["source"], record["folder"], record["sha256"]
+    except (ValueError, KeyError, TypeError) as e:
+        raise UserError(f"{file}: not a lightalign base record ({type(e).__name__}: {e})") from None
+    what = f"{artifact_dir}: base"
+    try:
+        gguf = gguf_source(source)
+    except UserError:  # the package is not installed here
+        gguf = None
+    if gguf is not None and gguf.is_file() and file_sha256(gguf) == sha:
+        return source
+    if (Path(folder) / SOURCE_INFO).is_file():
+        return folder
+    if gguf is not None and gguf.is_file():
+        raise UserError(f"{what}: trained on the GGUF with sha256 {sha[:16]}..., but {source} now holds other "
+                        f"bytes ({file_sha256(gguf)[:16]}...) and {folder} is gone: restore that GGUF")
+    return source

@@ -30,6 +30,7 @@ import warnings
 from dataclasses import asdict
 from pathlib import Path
 
+from lightalign import model_sources
 from lightalign.errors import UserError
 from lightalign.io import make_dir, read_json_object, write_json
 from lightalign.schemas import problems
@@ -319,14 +320,21 @@ def training_arguments(training, checkpoints: Path, dtype, config_cls, **extra):
     return config_cls(**kwargs)
 
 
+def name_base(model, out_dir: Path, base_name: str, write: bool = True) -> None:
+    """Point the adapter's base_model_name_or_path at a base plain PEFT loads (model_sources.record_base:
+    the dequantized folder of a GGUF or pkg: base, whose original spelling lightalign records beside it)."""
+    name = model_sources.record_base(out_dir if write else None, base_name)
+    for peft_cfg in model.peft_config.values():
+        peft_cfg.base_model_name_or_path = name
+
+
 def save_model(model, tokenizer, out_dir: Path, base_name: str | None = None) -> None:
     """The trained adapter (PEFT format) or full model, safetensors, + its tokenizer (rank 0 only)."""
     if not distributed.is_main():
         return
     if hasattr(model, "peft_config"):
         if base_name:  # an adapter continued from another run must name the base it was trained on here
-            for peft_cfg in model.peft_config.values():
-                peft_cfg.base_model_name_or_path = base_name
+            name_base(model, out_dir, base_name)
         # DPO from an SFT adapter keeps a frozen copy named "ref"; only the trained one is the result
         model.save_pretrained(str(out_dir), selected_adapters=["default"], safe_serialization=True)
     else:  # full fine-tune
@@ -386,9 +394,8 @@ def finish(trainer, tokenizer, out_dir: Path, method: str, started: float, recor
 def save_sharded(trainer, tokenizer, out_dir: Path, base_name: str | None = None) -> None:
     """FSDP: gather the full adapter state dict (a collective call: every rank) and let rank 0 write it."""
     trainer.accelerator.state.fsdp_plugin.set_state_dict_type("FULL_STATE_DICT")
-    if base_name:
-        for peft_cfg in getattr(trainer.model, "peft_config", {}).values():
-            peft_cfg.base_model_name_or_path = base_name
+    if base_name and getattr(trainer.model, "peft_config", None):
+        name_base(trainer.model, out_dir, base_name, write=distributed.is_main())
     trainer.save_model(str(out_dir))
     if distributed.is_main():
         tokenizer.save_pretrained(str(out_dir))
