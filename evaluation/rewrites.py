@@ -19,8 +19,10 @@ import re
 from dataclasses import dataclass
 from typing import Callable
 
+import regex
+
 from lightalign.errors import UserError
-from lightalign.plugins import load_object
+from lightalign.plugins import CALL_SECONDS, load_object, with_budget
 
 
 @dataclass(frozen=True)
@@ -385,10 +387,29 @@ def _template(template: str):
     return lambda prompt, rng: template.replace("{prompt}", prompt.strip())
 
 
-def _regex(pattern: "re.Pattern", repl: str):
+# A user pattern runs in the `regex` engine (re's syntax) with a timeout: a pattern that backtracks
+# catastrophically, such as (a+)+$, would otherwise hang the run on one prompt; it fails with one line instead.
+PATTERN_SECONDS = 1.0
+
+
+def _regex(pattern, repl: str, where: str):
     def apply(prompt, rng):
-        out, n = pattern.subn(repl, prompt)
+        try:
+            out, n = pattern.subn(repl, prompt, timeout=PATTERN_SECONDS)
+        except TimeoutError:
+            raise UserError(f"{where}: {pattern.pattern!r} took over {PATTERN_SECONDS:g} s on a "
+                            f"{len(prompt)}-character prompt (nested repeats such as (a+)+ backtrack "
+                            "exponentially); simplify the pattern") from None
+        except (regex.error, IndexError) as e:  # a bad group reference in `replace`
+            raise UserError(f"{where}: replace {repl!r}: {e}") from None
         return out if n else None
+    return apply
+
+
+def _budgeted(fn, where: str):
+    """A user rewriter (factory) that must return within plugins.CALL_SECONDS per prompt."""
+    def apply(prompt, rng):
+        return with_budget(fn, (prompt, rng), CALL_SECONDS, where)
     return apply
 
 
@@ -433,8 +454,8 @@ def _check_fields(spec: dict, kind: str, at: str) -> None:
         if not isinstance(spec["pattern"], str) or not isinstance(spec.get("replace"), str):
             raise ValueError(f"{at}.pattern and {at}.replace must both be strings")
         try:
-            re.compile(spec["pattern"])
-        except re.error as e:
+            regex.compile(spec["pattern"])
+        except regex.error as e:
             raise ValueError(f"{at}.pattern: not a valid regular expression ({e})") from None
     elif not isinstance(spec["factory"], str) or not isinstance(spec.get("options", {}), dict):
         raise ValueError(f"{at}.factory must be \"package.module:callable\" and {at}.options a mapping")
@@ -453,7 +474,8 @@ def build_rewriters(specs: list | None = None, where: str = "robustness.rewrites
         elif "template" in spec:
             out.append(Rewriter(spec["name"], _template(spec["template"])))
         elif "pattern" in spec:
-            out.append(Rewriter(spec["name"], _regex(re.compile(spec["pattern"]), spec["replace"])))
+            out.append(Rewriter(spec["name"], _regex(regex.compile(spec["pattern"]), spec["replace"],
+                                                     f"{where}[{i}].pattern")))
         else:
             at = f"{where}[{i}].factory"
             factory = load_object(spec["factory"], at)
@@ -467,7 +489,7 @@ def build_rewriters(specs: list | None = None, where: str = "robustness.rewrites
             if not callable(fn):
                 raise UserError(f"{at}: {spec['factory']!r} returned {type(fn).__name__}, not a callable "
                                 "(prompt, rng) -> str | None")
-            out.append(Rewriter(spec["name"], fn))
+            out.append(Rewriter(spec["name"], _budgeted(fn, f"{where}[{i}].factory")))
     return out
 
 

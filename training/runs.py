@@ -35,6 +35,7 @@ from lightalign.errors import UserError
 from lightalign.io import make_dir, read_json_object, write_json
 from lightalign.schemas import problems
 from lightalign.training import distributed
+from lightalign.training.sections import check_bounds
 
 COMPLETE_MARKER = "checkpoint_complete.json"
 METRICS = "metrics.json"
@@ -123,7 +124,9 @@ def announce_resume(checkpoint: str | None, what: str = "") -> None:
 
 def prepare_run(cfg, method: str) -> tuple[Path, str | None, bool]:
     """Return (out_dir, checkpoint to resume from or None, already_complete): decided (and the run
-    folder written) on rank 0, the same answer on every rank."""
+    folder written) on rank 0, the same answer on every rank. Sizes the model or the machine cannot take
+    are refused first (sections.check_bounds), before anything is written or loaded."""
+    check_bounds(cfg, method)
     return distributed.main_first(_prepare_run, cfg, method)
 
 

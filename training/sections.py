@@ -153,3 +153,40 @@ class TrainingSection:
 def validate_resume(value: str) -> None:
     if not value:
         raise ValueError("resume must be 'auto', 'never' or a checkpoint folder")
+
+
+def check_bounds(cfg, method: str) -> None:
+    """The recipe's sizes within what the model and this machine can take (lightalign.bounds), before
+    anything loads: data.max_length (and the Aligner's max_new_tokens) within the model's context length,
+    and a LoRA/QLoRA step's predicted peak memory (adapters.estimate) within the GPU's or the RAM."""
+    from lightalign import bounds
+
+    model = cfg.model.name_or_path
+    config = bounds.model_config(model)
+    context = bounds.context_length(config)
+    bounds.check_length(cfg.data.max_length, "data.max_length", context, model)
+    bounds.check_length(getattr(cfg, "max_new_tokens", None), "max_new_tokens", context, model)
+    lora = getattr(cfg, "lora", None)
+    if config is None or method not in ("sft", "dpo", "orpo", "aligner") or lora is None or not lora.enabled:
+        return  # the estimator models LoRA/QLoRA on a decoder only
+    import os
+
+    import torch
+
+    from lightalign.adapters import estimate
+    from lightalign.training import distributed
+
+    try:
+        arch = estimate.arch_from_config(config)
+    except UserError:  # not a Llama-style decoder (a seq2seq Aligner): no estimate to bound by
+        return
+    gpu = torch.cuda.is_available()
+    setup = estimate.setup_from_recipe(
+        cfg, method, "cuda" if gpu else "cpu", gpus=distributed.world_size() if gpu else 1,
+        fsdp=os.environ.get("ACCELERATE_USE_FSDP", "false").lower() in ("1", "true"),
+        cpu_offload=os.environ.get("FSDP_OFFLOAD_PARAMS", "false").lower() in ("1", "true"))
+    peak = estimate.estimate(arch, setup)["peak_bytes"] * estimate.FRAGMENTATION
+    t = cfg.training
+    bounds.check_memory(peak, f"training.batch_size={t.batch_size} x data.max_length={cfg.data.max_length}",
+                        "lower training.batch_size (raise training.grad_accum to keep the step's size) or "
+                        "data.max_length")
