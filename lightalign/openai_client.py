@@ -297,10 +297,46 @@ class AsyncChatClient(_Settings):
             raise self.error(e) from None
         return self.parse(raw.http_response)
 
+    async def stream_text(self, body: dict):
+        """The text deltas of the first choice of a streamed chat completion (`stream: true`), as an
+        async generator; closing it (`aclose()`) closes the connection, which cancels the request on
+        servers that watch for disconnects (vLLM, OpenAI). Raises EndpointError."""
+        import openai
+
+        body = {k: v for k, v in body.items() if k not in ("stream", "stream_options")}
+        if self.model:
+            body["model"] = self.model
+        rest = {k: v for k, v in body.items() if k not in ("model", "messages")}
+        sdk = self._client()
+        async with self._slots:
+            try:
+                stream = await sdk.chat.completions.create(
+                    model=body.get("model") or "default", messages=body["messages"], stream=True, extra_body=rest,
+                    extra_headers=self.request_headers())
+            except openai.OpenAIError as e:
+                raise self.error(e) from None
+            try:
+                async for chunk in stream:
+                    for choice in chunk.choices or []:
+                        if choice.index == 0 and choice.delta is not None and choice.delta.content:
+                            yield choice.delta.content
+            except openai.OpenAIError as e:
+                raise self.error(e) from None
+            finally:
+                await _closed(stream)
+
     async def close(self) -> None:
         if self._sdk is not None:
             await self._sdk.close()
             self._sdk = self._slots = None
+
+
+async def _closed(stream) -> None:
+    """Close a streamed response even while the caller is being cancelled (a client hung up)."""
+    import anyio
+
+    with anyio.CancelScope(shield=True):
+        await stream.close()
 
 
 def reply_text(reply: dict, url: str = "") -> str:

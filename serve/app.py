@@ -5,7 +5,10 @@ The response keeps the OpenAI schema. What the Aligner did is in an extension fi
 the headers `X-Lightalign-Changed` / `X-Lightalign-Fallback`. With `stream=true` the corrected
 answer is streamed as `chat.completion.chunk` SSE events once it is ready: the correction needs
 the whole upstream answer, and waiting before the first byte lets upstream errors still arrive as
-proper HTTP statuses instead of an error in the middle of a 200 stream.
+proper HTTP statuses instead of an error in the middle of a 200 stream. That is the default stream
+mode, "whole"; "sentence" and "guided" (serve --stream-mode, or per request
+`"lightalign": {"stream_mode": ...}`) correct and send one sentence at a time while the upstream
+streams (serve/streaming.py, lightalign.aligner.streaming).
 
 What the client receives is what `usage` and `finish_reason` describe:
 - `max_tokens` (or `max_completion_tokens`) is sent to the upstream and also bounds the answer
@@ -16,6 +19,7 @@ What the client receives is what `usage` and `finish_reason` describe:
   upstream's count when nothing was corrected, the Aligner tokenizer's count otherwise). The
   upstream's own usage is in `lightalign.upstream_usage`, its finish_reason in each choice's
   `lightalign.upstream_finish_reason`.
+- Fields the proxy cannot honour (log-probs, images, ...) get 400 naming them (serve/unsupported.py).
 - Requests are checked as OpenAI does (serve/validation.py): 400 naming `param`, 404
   `model_not_found`; prompts longer than the models read get 400 `context_length_exceeded`
   before they are tokenized (serve/limits.py).
@@ -40,6 +44,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from lightalign.serve.batcher import MicroBatcher
 from lightalign.serve.config import ServeConfig
 from lightalign.serve.errors import APIError, UpstreamError
+from lightalign.serve.unsupported import check_honoured
 from lightalign.serve.validation import parse_json, validate_body
 
 log = logging.getLogger("lightalign.serve")
@@ -105,14 +110,22 @@ def create_app(config: ServeConfig, upstream: Upstream, aligner: Correcter,
     # the whole micro-batch in one Aligner call (its own default chunk size would split it)
     batcher = MicroBatcher(lambda pairs: aligner.correct_batch(pairs, batch_size=len(pairs)),
                            config.max_batch_size, config.max_wait_ms, name="aligner")
+    # streamed modes: the last sentences of concurrent streams, revised in one Aligner call
+    sentences = MicroBatcher(lambda items: aligner.correct_sentences(items, batch_size=len(items)),
+                             config.max_batch_size, config.max_wait_ms, name="aligner-sentences") \
+        if hasattr(aligner, "correct_sentences") else None
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
         await upstream.start()
         await batcher.start()
+        if sentences is not None:
+            await sentences.start()
         try:
             yield
         finally:
+            if sentences is not None:
+                await sentences.stop()
             await batcher.stop()
             await upstream.stop()
 
@@ -171,6 +184,37 @@ def create_app(config: ServeConfig, upstream: Upstream, aligner: Correcter,
         return {"text": result.text, "original": answer, "changed": bool(getattr(result, "changed", result.text != answer)),
                 "fallback": fallback or None}
 
+    async def correct_sentence(item: tuple[str, str, str]):
+        """One sentence revision through the batcher; an Aligner failure keeps the sentence, flagged."""
+        from lightalign.aligner.model import Correction
+
+        try:
+            return await sentences.submit(item)
+        except Exception as e:  # noqa: BLE001 - the upstream's sentence is still worth sending
+            log.warning("aligner failed on a sentence, sending the upstream's: %s", type(e).__name__)
+            return Correction(item[2], False, f"aligner_error: {type(e).__name__}", item[2])
+
+    async def stream_sentences(body: dict, question: str, mode: str, include_usage: bool):
+        from lightalign.serve import streaming
+        from lightalign.serve.upstream import cannot_continue
+
+        if sentences is None or not hasattr(upstream, "stream"):
+            raise APIError(400, f"stream mode {mode!r} needs an Aligner with sentence correction and an upstream "
+                           "that streams", param="lightalign.stream_mode", code="unsupported_value")
+        if body.get("n") not in (None, 1):
+            raise APIError(400, f"stream mode {mode!r} streams one choice: n must be 1", param="n",
+                           code="unsupported_value")
+        if mode == "guided" and not getattr(upstream, "can_continue", False):
+            raise cannot_continue(getattr(upstream, "url", upstream.model_id))
+        first, upstream_stream = await streaming.open_stream(upstream, body, None, config.upstream_timeout_s)
+        base = {"id": f"chatcmpl-{uuid.uuid4().hex}", "object": "chat.completion.chunk", "created": int(time.time()),
+                "model": body.get("model") or upstream.model_id}
+        events = streaming.corrected_events(upstream, body, question, mode, correct_sentence, first, upstream_stream,
+                                            base, config.upstream_timeout_s, config.max_rounds, include_usage)
+        return StreamingResponse(events, media_type="text/event-stream",
+                                 headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no",
+                                          "X-Lightalign-Stream-Mode": mode})
+
     @app.get("/health")
     async def health():
         return {"status": "ok" if batcher.running else "starting", "model": upstream.model_id,
@@ -210,6 +254,8 @@ def create_app(config: ServeConfig, upstream: Upstream, aligner: Correcter,
     async def chat_completions(request: Request):
         check_key(request)
         body = validate_body(await read_json(request), config.max_messages, served_ids)
+        check_honoured(body, local=getattr(upstream, "greedy", False))
+        mode = stream_mode(body, config.stream_mode)
         question = question_of(body["messages"])
         if "messages" in limits:
             await limits["messages"].check(body["messages"])
@@ -219,7 +265,9 @@ def create_app(config: ServeConfig, upstream: Upstream, aligner: Correcter,
         options = body.get("stream_options")
         include_usage = isinstance(options, dict) and bool(options.get("include_usage"))
         max_tokens = body.get("max_completion_tokens") or body.get("max_tokens")
-        upstream_body = {k: v for k, v in body.items() if k not in ("stream", "stream_options")}
+        upstream_body = {k: v for k, v in body.items() if k not in ("stream", "stream_options", "lightalign")}
+        if stream and mode != "whole":
+            return await stream_sentences(upstream_body, question, mode, include_usage)
         try:
             reply = await asyncio.wait_for(upstream.chat(upstream_body), config.upstream_timeout_s)
         except asyncio.TimeoutError:
@@ -262,6 +310,22 @@ def create_app(config: ServeConfig, upstream: Upstream, aligner: Correcter,
                                  media_type="text/event-stream", headers=headers)
 
     return app
+
+
+def stream_mode(body: dict, default: str) -> str:
+    """The request's stream mode: `"lightalign": {"stream_mode": ...}` in the body, else the server's."""
+    from lightalign.aligner.streaming import MODES
+
+    ext = body.get("lightalign")
+    if ext is None:
+        return default
+    if not isinstance(ext, dict) or set(ext) - {"stream_mode"}:
+        raise APIError(400, "'lightalign' must be an object with only 'stream_mode'", param="lightalign")
+    mode = ext.get("stream_mode", default)
+    if mode not in MODES:
+        raise APIError(400, f"lightalign.stream_mode must be one of {', '.join(MODES)}, got {mode!r}",
+                       param="lightalign.stream_mode", code="invalid_value")
+    return mode
 
 
 def _client_usage(upstream_usage: dict | None, counts: list) -> dict | None:
@@ -343,8 +407,46 @@ def create_plain_app(upstream: Upstream) -> FastAPI:
     @app.post("/v1/chat/completions")
     async def chat_completions(request: Request):
         body = await request.json()
-        if body.get("stream"):
+        if not body.get("stream"):
+            return await upstream.chat(body)
+        if not hasattr(upstream, "stream"):
             raise APIError(400, "this plain server does not stream", param="stream")
-        return await upstream.chat(body)
+        return await _plain_stream(upstream, body)
 
     return app
+
+
+async def _plain_stream(upstream, body: dict):
+    """The upstream's own stream as SSE; a vLLM-style `continue_final_message` continues the final
+    assistant message (what `lightalign serve --upstream-continue vllm` sends in guided mode)."""
+    from lightalign.serve.streaming import close_quietly, next_text, open_stream
+
+    messages, prefix = body["messages"], None
+    if body.get("continue_final_message"):
+        if not messages or messages[-1].get("role") != "assistant":
+            raise APIError(400, "continue_final_message needs a final assistant message", param="messages")
+        messages, prefix = messages[:-1], content_text(messages[-1].get("content"))
+    relay = {k: v for k, v in body.items() if k not in ("continue_final_message", "add_generation_prompt")}
+    first, stream = await open_stream(upstream, {**relay, "messages": messages}, prefix, 120.0)
+    base = {"id": f"chatcmpl-{uuid.uuid4().hex}", "object": "chat.completion.chunk", "created": int(time.time()),
+            "model": upstream.model_id}
+
+    def event(delta: dict, finish=None) -> str:
+        return f"data: {json.dumps({**base, 'choices': [{'index': 0, 'delta': delta, 'finish_reason': finish}]})}\n\n"
+
+    async def events():
+        try:
+            yield event({"role": "assistant", "content": ""})
+            text = first
+            while text is not None:
+                yield event({"content": text})
+                text = await next_text(stream, 120.0)
+            yield event({}, "stop")
+            yield "data: [DONE]\n\n"
+        except APIError as e:
+            yield f"data: {json.dumps(e.body())}\n\n"
+        finally:
+            await close_quietly(stream)
+
+    return StreamingResponse(events(), media_type="text/event-stream")
+

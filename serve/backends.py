@@ -34,6 +34,7 @@ def load_chat_model(model_path: str | Path, adapter: str | Path | None = None):
 def local_upstream(model_path: str | Path, adapter: str | Path | None, cfg):
     """A LocalUpstream over a transformers model; its id names the model (and adapter)."""
     from lightalign.serve.app import content_text
+    from lightalign.serve.local_stream import StreamingGenerator
     from lightalign.serve.upstream import LocalUpstream, transformers_generator
 
     model, tokenizer = load_chat_model(model_path, adapter)
@@ -41,6 +42,7 @@ def local_upstream(model_path: str | Path, adapter: str | Path | None, cfg):
     upstream = LocalUpstream(transformers_generator(model, tokenizer), model_id,
                              default_max_tokens=cfg.default_max_tokens, max_tokens_limit=cfg.max_tokens_limit,
                              max_batch_size=cfg.max_batch_size, max_wait_ms=cfg.max_wait_ms)
+    upstream.streamer = StreamingGenerator(model, tokenizer, cfg.max_batch_size, cfg.max_wait_ms)
     context = max_positions(model)
     if context:
         def count(messages: list[dict]) -> int:

@@ -36,6 +36,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                     help="environment variable holding the upstream's API key, sent as Bearer (never logged)")
     up.add_argument("--upstream-max-connections", type=int, default=64, metavar="N",
                     help="at most N requests in flight to --upstream-url (others wait their turn)")
+    up.add_argument("--upstream-continue", choices=("none", "vllm"), default="none",
+                    help="vllm: --upstream-url continues a final assistant message (continue_final_message), "
+                         "which --stream-mode guided needs")
     up.add_argument("--upstream-model-path", type=Path, help="local transformers model folder")
     up.add_argument("--upstream-adapter", "--adapter", dest="adapter", type=Path,
                     help="LoRA adapter folder for --upstream-model-path (as in `lightalign correct`)")
@@ -49,6 +52,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-request-bytes", type=int, default=1_000_000, help="larger request bodies get 413")
     p.add_argument("--upstream-timeout", type=float, default=120.0, help="seconds before an upstream call is a 504")
     p.add_argument("--max-tokens", type=int, default=128, help="local upstream: default new tokens per answer")
+    p.add_argument("--stream-mode", choices=("whole", "sentence", "guided"), default="whole",
+                   help="stream: true: correct the whole answer before the first byte (whole), or correct and "
+                        "send each sentence as the upstream streams it (sentence), or also restart the upstream "
+                        "from each corrected sentence (guided); a request may ask with "
+                        "\"lightalign\": {\"stream_mode\": ...}")
     add_engine_arguments(p)
 
 
@@ -62,6 +70,8 @@ def build_config(args):
         raise UserError("--upstream-url and --upstream-model-path are exclusive: pick one upstream")
     if args.adapter and args.upstream_url:
         raise UserError("--upstream-adapter applies to a local model (--upstream-model-path), not to --upstream-url")
+    if args.upstream_continue != "none" and not args.upstream_url:
+        raise UserError("--upstream-continue applies to --upstream-url (a local model always continues a prefix)")
     if args.upstream_key_env and not args.upstream_url:
         raise UserError("--upstream-key-env needs --upstream-url")
     if args.upstream_model and not args.upstream_url:
@@ -73,7 +83,8 @@ def build_config(args):
         api_key = os.environ.get(DEFAULT_API_KEY_ENV, "").strip() or None
     cfg = ServeConfig(host=args.host, port=args.port, api_key=api_key, max_batch_size=args.max_batch_size,
                       max_wait_ms=args.max_wait_ms, max_request_bytes=args.max_request_bytes,
-                      upstream_timeout_s=args.upstream_timeout, default_max_tokens=args.max_tokens)
+                      upstream_timeout_s=args.upstream_timeout, default_max_tokens=args.max_tokens,
+                      stream_mode=args.stream_mode)
     cfg.validate()
     if args.upstream_max_connections < 1:
         raise UserError(f"--upstream-max-connections {args.upstream_max_connections}: must be >= 1")
@@ -135,7 +146,8 @@ def run(args) -> int:
     if args.upstream_url:
         key = key_from_env(args.upstream_key_env, "--upstream-key-env")
         upstream = HTTPUpstream(args.upstream_url, args.upstream_model, key, timeout_s=cfg.upstream_timeout_s,
-                                max_connections=args.upstream_max_connections)
+                                max_connections=args.upstream_max_connections,
+                                continuation=args.upstream_continue)
         where = f"{upstream.url} (key from ${args.upstream_key_env})" if key else upstream.url
     else:
         upstream = backends.local_upstream(args.upstream_model_path, args.adapter, cfg)

@@ -22,6 +22,8 @@ class ServeConfig:
     default_max_tokens: int = 128        # local upstream: new tokens when the client sets none
     max_tokens_limit: int = 1024         # local upstream: a larger request is clipped to this
     stream_chunk_words: int = 1          # SSE: words per content chunk of the corrected answer
+    stream_mode: str = "whole"           # whole | sentence | guided (lightalign.aligner.streaming)
+    max_rounds: int = 16                 # guided: upstream restarts per answer, then as "sentence"
 
     def validate(self) -> None:
         if not 0 < self.port < 65536:
@@ -30,6 +32,11 @@ class ServeConfig:
                      "max_tokens_limit", "stream_chunk_words"):
             if getattr(self, name) < 1:
                 raise UserError(f"serve config: {name} must be >= 1, got {getattr(self, name)}")
+        from lightalign.aligner.streaming import check_mode
+
+        check_mode(self.stream_mode)
+        if self.max_rounds < 0:
+            raise UserError(f"serve config: max_rounds must be >= 0, got {self.max_rounds}")
         if not (0 <= self.max_wait_ms < math.inf and 0 < self.upstream_timeout_s < math.inf):  # NaN fails too
             raise UserError("serve config: max_wait_ms must be >= 0 and upstream_timeout_s > 0 (finite numbers)")
 

@@ -1,6 +1,9 @@
 """Where the served answers come from: an OpenAI-compatible URL, or a local transformers model.
 
-Both give `chat(body) -> chat.completion dict` and raise `UpstreamError` (-> 4xx/502/504).
+Both give `chat(body) -> chat.completion dict` and raise `UpstreamError` (-> 4xx/502/504), and
+`stream(body, prefix=None)`: the answer's text deltas as an async generator (closing it cancels the
+request). `prefix` continues the assistant turn from that text (guided streaming); `can_continue`
+says whether the upstream can (a local model can; an HTTP upstream when it is vLLM-compatible).
 """
 
 from __future__ import annotations
@@ -24,13 +27,17 @@ class HTTPUpstream:
     """
 
     def __init__(self, url: str, model: str | None = None, api_key: str | None = None,
-                 timeout_s: float = 120.0, max_connections: int = 64):
+                 timeout_s: float = 120.0, max_connections: int = 64, continuation: str = "none"):
         from lightalign.openai_client import AsyncChatClient
 
         # max_connections: requests beyond it wait for a free connection instead of flooding the upstream
         self.client = AsyncChatClient(url, model, api_key, timeout=timeout_s, retries=0,
                                       max_connections=max_connections)
         self.url, self.model = self.client.url, model
+        # "vllm": the server continues a final assistant message (vLLM's continue_final_message)
+        if continuation not in ("none", "vllm"):
+            raise ValueError(f"continuation must be 'none' or 'vllm', got {continuation!r}")
+        self.can_continue = continuation == "vllm"
         self.model_id = model or "upstream"
         self.served_ids = {model} if model else None
 
@@ -50,6 +57,26 @@ class HTTPUpstream:
             return await self.client.complete(body)
         except EndpointError as e:
             raise upstream_error(e) from None
+
+    async def stream(self, body: dict, prefix: str | None = None):
+        from lightalign.openai_client import EndpointError
+
+        if prefix is not None:
+            if not self.can_continue:
+                raise cannot_continue(self.url)
+            body = {**body, "messages": [*body["messages"], {"role": "assistant", "content": prefix}],
+                    "continue_final_message": True, "add_generation_prompt": False}
+        try:
+            async for text in self.client.stream_text(body):
+                yield text
+        except EndpointError as e:
+            raise upstream_error(e) from None
+
+
+def cannot_continue(where: str) -> UpstreamError:
+    return UpstreamError(400, f"the upstream {where} cannot continue a prefix, which guided streaming needs: use "
+                         "stream mode 'sentence', or a vLLM-compatible upstream (serve --upstream-continue vllm)",
+                         code="unsupported_parameter", param="lightalign.stream_mode")
 
 
 def upstream_error(e) -> UpstreamError:
@@ -82,12 +109,45 @@ class LocalUpstream:
         self.max_tokens_limit = max_tokens_limit
         self._generate_batch = generate_batch
         self._batcher = MicroBatcher(self._run_batch, max_batch_size, max_wait_ms, name="upstream")
+        self.streamer = None  # a serve.local_stream.StreamingGenerator over the same model, set by the loader
+        self.can_continue = True
+        self.greedy = True  # sampling settings, tools and stop are refused (serve/unsupported.py)
 
     async def start(self) -> None:
         await self._batcher.start()
+        if self.streamer is not None:
+            await self.streamer.start()
 
     async def stop(self) -> None:
         await self._batcher.stop()
+        if self.streamer is not None:
+            await self.streamer.stop()
+
+    def _max_tokens(self, body: dict) -> int:
+        max_tokens = body.get("max_completion_tokens") or body.get("max_tokens") or self.default_max_tokens
+        if not isinstance(max_tokens, int) or max_tokens < 1:
+            raise UpstreamError(400, "max_tokens must be a positive integer", code="invalid_value")
+        return min(max_tokens, self.max_tokens_limit)
+
+    async def stream(self, body: dict, prefix: str | None = None):
+        from lightalign.serve.app import content_text
+
+        if self.streamer is None:
+            raise UpstreamError(400, "this local upstream does not stream", code="unsupported_parameter",
+                                param="stream")
+        if body.get("n", 1) not in (1, None):
+            raise UpstreamError(400, "a local upstream answers with n=1 only (decoding is greedy)",
+                                code="unsupported_parameter", param="n")
+        max_tokens = self._max_tokens(body)
+        if prefix:  # the continuation gets what the prefix left of the budget (at least one token)
+            used = len(self.streamer.tokenizer(prefix, add_special_tokens=False)["input_ids"])
+            max_tokens = max(1, max_tokens - used)
+        messages = [{"role": m["role"], "content": content_text(m.get("content"))} for m in body["messages"]]
+        try:
+            async for text in self.streamer.stream(messages, max_tokens, prefix):
+                yield text
+        except RuntimeError as e:
+            raise UpstreamError(502, str(e)[:500], type="upstream_error", code="upstream_error") from None
 
     def _run_batch(self, items: list[tuple[list[dict], int]]) -> list[tuple]:
         # one generate() per max_tokens value, so a short request does not pay for a long one
@@ -105,10 +165,7 @@ class LocalUpstream:
         if n not in (1, None):
             raise UpstreamError(400, "a local upstream answers with n=1 only (decoding is greedy)",
                                 code="unsupported_parameter")
-        max_tokens = body.get("max_completion_tokens") or body.get("max_tokens") or self.default_max_tokens
-        if not isinstance(max_tokens, int) or max_tokens < 1:
-            raise UpstreamError(400, "max_tokens must be a positive integer", code="invalid_value")
-        max_tokens = min(max_tokens, self.max_tokens_limit)
+        max_tokens = self._max_tokens(body)
         messages = [{"role": m["role"], "content": content_text(m.get("content"))} for m in body["messages"]]
         try:
             text, finish, n_prompt, n_completion = await self._batcher.submit((messages, max_tokens))
