@@ -89,3 +89,40 @@ def test_a_hanging_plugin_ends_the_run_with_one_line(monkeypatch):
         reword("Hello?", rewriters)
     with pytest.raises(ZeroDivisionError):  # a plugin's own error is its own, not a timeout
         plugins.with_budget(lambda: 1 / 0, (), 5, "x")
+
+
+def eval_config(base, **sections):
+    from lightalign.config import from_dict
+    from lightalign.evaluation.config import EvalConfig
+
+    return from_dict(EvalConfig, {"base": {"path": str(base)}, "dataset": {"path": "x.jsonl"},
+                                  "judges": [{"kind": "refusal"}], "systems": [{"name": "base", "kind": "base"}],
+                                  **sections}, source="eval.yaml")
+
+
+@pytest.mark.parametrize("sections, says", [
+    ({"generation": {"max_new_tokens": 10**9}}, "generation.max_new_tokens=1000000000 is longer than"),
+    ({"generation": {"batch_size": 4096, "max_new_tokens": 512}},  # 4096 x 512 x 512 B of KV cache = 1 GiB
+     "generation.batch_size=4096 x generation.max_new_tokens=512: needs ~1.0 GiB, more than a small machine's RAM"),
+    ({"tax": {"capability": "t.jsonl", "max_length": 4096}}, "tax.max_length=4096 is longer than"),
+])
+def test_eval_lengths_and_batches_are_bounded_by_the_base_before_it_loads(tiny_model_dir, sections, says,
+                                                                          monkeypatch):
+    from lightalign import bounds
+    from lightalign.evaluation.config import resolve_base
+
+    monkeypatch.setattr(bounds, "memory_budget", lambda: (bounds.GIB // 2, "a small machine's RAM"))
+
+    with pytest.raises(UserError, match=says.replace("(", r"\(").replace("+", r"\+")):
+        resolve_base(eval_config(tiny_model_dir, **sections))
+    assert resolve_base(eval_config(tiny_model_dir)).path == str(tiny_model_dir)  # the defaults fit
+
+
+@pytest.mark.parametrize("sections, field", [
+    ({"bootstrap": 10**12}, "bootstrap must be <= 100,000"),
+    ({"generation": {"batch_size": 10**9}}, "generation.batch_size must be <= 65,536"),
+    ({"robustness": {"per_prompt": 10**9}}, "robustness.per_prompt must be <= 1,000"),
+])
+def test_eval_counts_without_a_model_bound_have_a_ceiling(tiny_model_dir, sections, field):
+    with pytest.raises(UserError, match=f"eval.yaml: {field}"):
+        eval_config(tiny_model_dir, **sections)
