@@ -228,3 +228,44 @@ def _whole(aligner, question: str, chunks: Iterable[str]) -> Iterator[str]:
     finally:
         _close(upstream)
     yield aligner.correct(question, answer).text
+
+
+def correct_by_sentence(aligner, pairs: Sequence[tuple[str, str]], mode: str = "sentence", batch_size: int = 16,
+                        continue_batch: Callable[[list[tuple[str, str]]], list[str]] | None = None,
+                        max_rounds: int = MAX_ROUNDS) -> list[dict]:
+    """What the streamed modes send, for whole answers at once (eval, benchmarks): the same sentence
+    loop as `correct_stream`, run in lockstep over all pairs so each round is one batched Aligner call.
+    guided: `continue_batch([(question, corrected prefix), ...])` -> the upstream's continuations (its
+    whole text after the prefix), called once per round for the answers whose sentence changed.
+    Returns {"text", "changed", "fallback", "refused", "restarts"} per pair."""
+    from lightalign.aligner.sentences import split_sentences
+
+    check_mode(mode)
+    if mode == "whole":
+        return [{"text": c.text, "changed": c.changed, "fallback": c.fallback, "refused": False, "restarts": 0}
+                for c in aligner.correct_batch(list(pairs), batch_size)]
+    if mode == "guided" and continue_batch is None:
+        from lightalign.errors import UserError
+
+        raise UserError("guided mode needs an upstream that continues a prefix (continue_batch)")
+    states = [SentenceStreamer(q) for q, _ in pairs]
+    queues = [split_sentences(a) for _, a in pairs]
+    restarts = [0] * len(pairs)
+    active = [i for i in range(len(pairs)) if queues[i]]
+    while active:
+        pieces = [queues[i].pop(0) for i in active]
+        fixed = aligner.correct_sentences([states[i].request(p) for i, p in zip(active, pieces)], batch_size)
+        again = []
+        for i, piece, c in zip(active, pieces, fixed):
+            states[i].accept(piece, c)
+            if states[i].refused:
+                queues[i] = []
+            elif mode == "guided" and states[i].last_changed and restarts[i] < max_rounds:
+                again.append(i)
+        if again:
+            for i, text in zip(again, continue_batch([(states[i].question, states[i].sent) for i in again])):
+                restarts[i] += 1
+                queues[i] = split_sentences(text)
+        active = [i for i in range(len(pairs)) if queues[i]]
+    return [{"text": st.sent, "changed": st.changed, "fallback": ", ".join(sorted(set(st.fallbacks))) or None,
+             "refused": st.refused, "restarts": r} for st, r in zip(states, restarts)]

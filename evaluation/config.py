@@ -24,8 +24,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
-from lightalign import bounds, schemas
-from lightalign.bounds import at_most
+from lightalign import schemas
 from lightalign.errors import UserError, deprecated
 from lightalign.loading import adapter_base_name
 
@@ -47,9 +46,6 @@ class BaseModel:
     compute_dtype: Literal["auto", "bf16", "fp16", "fp32"] = "auto"
     trust_remote_code: bool = False
     allow_pickle: bool = False  # refuse pytorch_model.bin unless the user opts in
-
-
-MAX_BATCH = 65_536  # rows per forward pass; memory bounds them further once the model is known (check_sizes)
 
 
 def check_min(obj, where: str, **minimums) -> None:
@@ -78,7 +74,6 @@ class Endpoint:
         if not self.model:
             raise ValueError(f"{where}.model is required")
         check_min(self, f"{where}.", max_retries=0, concurrency=1)
-        at_most(self, f"{where}.", max_retries=20, concurrency=256, timeout=3600)
         if not self.timeout > 0:
             raise ValueError(f"{where}.timeout must be > 0 seconds, got {self.timeout}")
 
@@ -193,7 +188,6 @@ class Generation:
 
     def validate(self) -> None:
         check_min(self, "generation.", max_new_tokens=1, batch_size=1, aligner_batch_size=1, temperature=0)
-        at_most(self, "generation.", batch_size=MAX_BATCH, aligner_batch_size=MAX_BATCH)
 
 
 @dataclass
@@ -208,7 +202,6 @@ class Tax:
 
     def validate(self) -> None:
         check_min(self, "tax.", max_docs=1, max_length=8, batch_size=1, max_triples=1)
-        at_most(self, "tax.", batch_size=MAX_BATCH)
 
 
 @dataclass
@@ -226,7 +219,6 @@ class Robustness:
 
         check_specs(self.rewrites, "robustness.rewrites")
         check_min(self, "robustness.", per_prompt=1, max_prompts=1, endpoint_rewrites=1)
-        at_most(self, "robustness.", per_prompt=1000, endpoint_rewrites=100)
         if self.endpoint is not None:
             self.endpoint.check("robustness.endpoint")
 
@@ -276,7 +268,6 @@ class EvalConfig:
             raise ValueError(f"dataset.path is required (a local file or a hub id) for schema {self.dataset.schema!r}")
         if self.bootstrap < 0:
             raise ValueError("bootstrap must be >= 0")
-        at_most(self, "", bootstrap=100_000)  # resamples x prompts x systems run on one core
 
 
 # ---- self-describing adapter folders ----------------------------------------------------------------
@@ -320,26 +311,4 @@ def resolve_base(cfg: EvalConfig) -> BaseModel:
     if not path and any(s.kind != "openai" for s in cfg.systems):
         raise UserError(f"base.path is not set and the adapters ({', '.join(adapters)}) do not name their base "
                         "(adapter_config.json base_model_name_or_path): set base.path")
-    if path:
-        check_sizes(cfg, path)
     return replace(cfg.base, path=path or "", quantization=quantization)
-
-
-def check_sizes(cfg: EvalConfig, base: str) -> None:
-    """Generation and tax lengths within the base's context length, and their batches' rough memory (fp32
-    KV cache of a generation batch; logits of a tax batch) within the machine's, before any model loads."""
-    config = bounds.model_config(base)
-    context = bounds.context_length(config)
-    g, t = cfg.generation, cfg.tax
-    bounds.check_length(g.max_new_tokens, "generation.max_new_tokens", context, base)
-    if t.capability:
-        bounds.check_length(t.max_length, "tax.max_length", context, base)
-    kv = bounds.kv_bytes_per_token(config)
-    if kv:
-        bounds.check_memory(g.batch_size * g.max_new_tokens * kv,
-                            f"generation.batch_size={g.batch_size} x generation.max_new_tokens={g.max_new_tokens}",
-                            "lower generation.batch_size")
-        if t.capability:
-            per_token = kv + 4 * int(config.get("vocab_size") or 0)
-            bounds.check_memory(t.batch_size * t.max_length * per_token,
-                                f"tax.batch_size={t.batch_size} x tax.max_length={t.max_length}", "lower tax.batch_size")

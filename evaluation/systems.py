@@ -186,8 +186,13 @@ class Systems:
                          settings=self.generation_settings())
 
     def correction_key(self, system, question: str, answer: str) -> str:
+        mode = getattr(system, "aligner_mode", "whole")
+        # whole-answer keys stay as they were (existing caches hold); guided also depends on the upstream
+        extra = {} if mode == "whole" else {"mode": mode, **({"upstream": self.upstream_identity(system),
+                                                               "settings": self.generation_settings()}
+                                                              if mode == "guided" else {})}
         return cache_key(stage="correct", aligner=system.aligner, fp=file_fingerprint(system.aligner),
-                         question=question, answer=answer)
+                         question=question, answer=answer, **extra)
 
     # -- generation ----------------------------------------------------------------------------------
     def _generate_local(self, system, prompts: list[str], keys: list[str]) -> dict[str, str]:
@@ -264,11 +269,34 @@ class Systems:
         bs = self.cfg.generation.aligner_batch_size
         bar = tqdm(total=len(pairs), desc=f"{system.name}: correcting", unit="answer",
                    disable=not self.cfg.progress)
+        mode = getattr(system, "aligner_mode", "whole")
         for start in range(0, len(pairs), bs):
             chunk = pairs[start:start + bs]
-            self.cache.put_many(list(zip(keys[start:start + bs], correct_pairs(aligner, chunk, bs))))
+            if mode == "whole":
+                fixed = correct_pairs(aligner, chunk, bs)
+            else:
+                fixed = self._correct_by_sentence(system, aligner, chunk, mode, bs)
+            self.cache.put_many(list(zip(keys[start:start + bs], fixed)))
             bar.update(len(chunk))
         bar.close()
+
+    def _correct_by_sentence(self, system, aligner, pairs, mode: str, batch_size: int) -> list[dict]:
+        """What a streamed answer gets in `mode` (lightalign.aligner.streaming.correct_by_sentence); guided
+        continues the system's local model (greedy) from each corrected prefix."""
+        from lightalign import generation
+        from lightalign.aligner.streaming import correct_by_sentence
+
+        def continue_batch(items):
+            _, tok = self.model_and_tokenizer()
+            texts = [generation.chat_prompt(tok, q) + prefix for q, prefix in items]
+            with self.adapter(system.adapter if system.uses_adapter() else None) as model:
+                out = generation.generate_texts(model, tok, texts, max_new_tokens=self.cfg.generation.max_new_tokens,
+                                                batch_size=len(texts))
+            return [" " + t if t else t for t in out]  # generate_texts strips: the space after the prefix
+
+        results = correct_by_sentence(aligner, pairs, mode, batch_size,
+                                      continue_batch if mode == "guided" else None)
+        return [{"text": r["text"], "changed": bool(r["changed"]), "fallback": r["fallback"]} for r in results]
 
     def answer(self, system, records: list[dict]) -> list[dict]:
         """One reply per record: {"text", "upstream", "changed", "fallback", "error"}; cached."""

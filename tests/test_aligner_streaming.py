@@ -180,3 +180,29 @@ def test_guided_mode_without_a_continuation_is_refused(sentence_aligner):
 
     with pytest.raises(UserError, match="continue"):
         list(sentence_aligner.stream(SAFE_Q, chunks(SAFE_A), mode="guided"))
+
+
+def test_correcting_whole_answers_by_sentence_matches_the_stream(sentence_aligner):
+    from lightalign.aligner.streaming import correct_by_sentence
+
+    pairs = [(SAFE_Q, SAFE_A), (HARMFUL_Q, HARMFUL_A)]
+    out = correct_by_sentence(sentence_aligner, pairs)
+    assert [o["text"] for o in out] == ["".join(sentence_aligner.stream(q, chunks(a))) for q, a in pairs]
+    assert [o["text"] for o in out] == [SAFE_A, REFUSAL]
+    assert [o["changed"] for o in out] == [False, True] and out[1]["refused"] is True
+
+
+def test_guided_correction_of_whole_answers_continues_from_the_corrected_prefix(app_lab):
+    from lightalign.aligner import Aligner
+    from lightalign.aligner.streaming import correct_by_sentence
+
+    aligner = Aligner.from_pretrained(app_lab / "aligner")
+    asked = []
+
+    def continue_batch(items):
+        asked.extend(items)
+        return [" Next one. Last one." for _ in items]
+
+    out = correct_by_sentence(aligner, [(SAFE_Q, SAFE_A)], "guided", continue_batch=continue_batch, max_rounds=2)
+    assert out[0]["text"] == "I do not know." and out[0]["restarts"] == 2
+    assert asked == [(SAFE_Q, "I do not know.")] * 2

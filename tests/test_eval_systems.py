@@ -301,3 +301,33 @@ def test_dequantized_nf4_base_computes_what_its_4bit_layers_compute(tiny_model_d
             return Systems(cfg, cache).upstream_identity(cfg.systems[0])
 
     assert identity() != identity(dequantize=True) != identity(dequantize=True, compute_dtype="bf16")
+
+
+def test_aligner_mode_gives_what_a_streamed_answer_gets(lab, records, tmp_path):
+    """aligner_mode sentence / guided: the replies equal the library's sentence loop on the same upstream
+    answers (guided continues the base from each corrected prefix), cached apart from whole-answer ones."""
+    from lightalign.aligner import Aligner
+    from lightalign.aligner.streaming import correct_by_sentence
+
+    cfg = from_dict(EvalConfig, {
+        "base": {"path": str(lab / "base")},
+        "systems": [{"name": mode, "kind": "aligner", "aligner": str(lab / "aligner"), "aligner_mode": mode}
+                    for mode in ("whole", "sentence", "guided")],
+        "dataset": {"path": "unused.jsonl"}, "judges": [{"kind": "refusal"}],
+        "generation": {"max_new_tokens": MAX_NEW, "batch_size": 3}, "output": str(tmp_path), "progress": False})
+    got = answer_all(cfg, records, tmp_path / "cache.jsonl")
+    upstream = [r["upstream"] for r in got["whole"]]
+    assert [r["upstream"] for r in got["sentence"]] == upstream
+    pairs = list(zip([r["prompt"] for r in records], upstream))
+    aligner = Aligner.from_pretrained(lab / "aligner")
+    assert [r["text"] for r in got["sentence"]] == [o["text"] for o in correct_by_sentence(aligner, pairs)]
+    assert [r["text"] for r in got["whole"]] == [c.text for c in aligner.correct_batch(pairs)]
+    assert all(r["text"] is not None for r in got["guided"])
+
+
+def test_guided_aligner_mode_needs_a_local_upstream(tmp_path):
+    with pytest.raises(Exception, match="guided"):
+        from_dict(EvalConfig, {"systems": [{"name": "x", "kind": "openai", "aligner": "a", "aligner_mode": "guided",
+                                            "endpoint": {"url": "http://127.0.0.1:1/v1", "model": "m"}}],
+                               "dataset": {"path": "unused.jsonl"}, "judges": [{"kind": "refusal"}],
+                               "output": str(tmp_path)}).validate()
