@@ -24,7 +24,8 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
-from lightalign import schemas
+from lightalign import bounds, schemas
+from lightalign.bounds import at_most
 from lightalign.errors import UserError, deprecated
 from lightalign.loading import adapter_base_name
 
@@ -46,6 +47,9 @@ class BaseModel:
     compute_dtype: Literal["auto", "bf16", "fp16", "fp32"] = "auto"
     trust_remote_code: bool = False
     allow_pickle: bool = False  # refuse pytorch_model.bin unless the user opts in
+
+
+MAX_BATCH = 65_536  # rows per forward pass; memory bounds them further once the model is known (check_sizes)
 
 
 def check_min(obj, where: str, **minimums) -> None:
@@ -74,6 +78,7 @@ class Endpoint:
         if not self.model:
             raise ValueError(f"{where}.model is required")
         check_min(self, f"{where}.", max_retries=0, concurrency=1)
+        at_most(self, f"{where}.", max_retries=20, concurrency=256, timeout=3600)
         if not self.timeout > 0:
             raise ValueError(f"{where}.timeout must be > 0 seconds, got {self.timeout}")
 
@@ -86,6 +91,9 @@ class System:
     aligner: str | None = None        # Aligner folder (aligner kinds; optional on urial/openai to correct them)
     aligner_engine: Literal["native", "vllm", "remote"] = "native"  # where the Aligner decodes
     aligner_engine_options: dict = field(default_factory=dict)  # vllm.LLM arguments; remote: url, model, key_env
+    # whole: correct the whole answer (default); sentence / guided: what a streamed answer gets
+    # (lightalign.aligner.streaming); guided continues the upstream from the corrected prefix (local kinds)
+    aligner_mode: Literal["whole", "sentence", "guided"] = "whole"
     # whole: correct the whole answer (default); sentence / guided: what a streamed answer gets
     # (lightalign.aligner.streaming); guided continues the upstream from the corrected prefix (local kinds)
     aligner_mode: Literal["whole", "sentence", "guided"] = "whole"
@@ -108,6 +116,13 @@ class System:
             if self.endpoint is None:
                 raise ValueError(f"{where}: kind 'openai' needs an 'endpoint' section (url, model)")
             self.endpoint.check(f"systems[{i}].endpoint")
+        if self.aligner_mode not in ("whole", "sentence", "guided"):
+            raise ValueError(f"{where}: aligner_mode must be whole, sentence or guided, got {self.aligner_mode!r}")
+        if self.aligner_mode != "whole" and not self.aligner:
+            raise ValueError(f"{where}: aligner_mode is set but the system has no 'aligner'")
+        if self.aligner_mode == "guided" and self.kind not in ("aligner", "adapter+aligner"):
+            raise ValueError(f"{where}: aligner_mode 'guided' continues a local upstream from the corrected "
+                             f"prefix: kinds aligner and adapter+aligner only, not {self.kind!r}")
         if self.aligner_mode not in ("whole", "sentence", "guided"):
             raise ValueError(f"{where}: aligner_mode must be whole, sentence or guided, got {self.aligner_mode!r}")
         if self.aligner_mode != "whole" and not self.aligner:
@@ -188,6 +203,7 @@ class Generation:
 
     def validate(self) -> None:
         check_min(self, "generation.", max_new_tokens=1, batch_size=1, aligner_batch_size=1, temperature=0)
+        at_most(self, "generation.", batch_size=MAX_BATCH, aligner_batch_size=MAX_BATCH)
 
 
 @dataclass
@@ -202,6 +218,7 @@ class Tax:
 
     def validate(self) -> None:
         check_min(self, "tax.", max_docs=1, max_length=8, batch_size=1, max_triples=1)
+        at_most(self, "tax.", batch_size=MAX_BATCH)
 
 
 @dataclass
@@ -219,6 +236,7 @@ class Robustness:
 
         check_specs(self.rewrites, "robustness.rewrites")
         check_min(self, "robustness.", per_prompt=1, max_prompts=1, endpoint_rewrites=1)
+        at_most(self, "robustness.", per_prompt=1000, endpoint_rewrites=100)
         if self.endpoint is not None:
             self.endpoint.check("robustness.endpoint")
 
@@ -268,6 +286,7 @@ class EvalConfig:
             raise ValueError(f"dataset.path is required (a local file or a hub id) for schema {self.dataset.schema!r}")
         if self.bootstrap < 0:
             raise ValueError("bootstrap must be >= 0")
+        at_most(self, "", bootstrap=100_000)  # resamples x prompts x systems run on one core
 
 
 # ---- self-describing adapter folders ----------------------------------------------------------------
@@ -311,4 +330,26 @@ def resolve_base(cfg: EvalConfig) -> BaseModel:
     if not path and any(s.kind != "openai" for s in cfg.systems):
         raise UserError(f"base.path is not set and the adapters ({', '.join(adapters)}) do not name their base "
                         "(adapter_config.json base_model_name_or_path): set base.path")
+    if path:
+        check_sizes(cfg, path)
     return replace(cfg.base, path=path or "", quantization=quantization)
+
+
+def check_sizes(cfg: EvalConfig, base: str) -> None:
+    """Generation and tax lengths within the base's context length, and their batches' rough memory (fp32
+    KV cache of a generation batch; logits of a tax batch) within the machine's, before any model loads."""
+    config = bounds.model_config(base)
+    context = bounds.context_length(config)
+    g, t = cfg.generation, cfg.tax
+    bounds.check_length(g.max_new_tokens, "generation.max_new_tokens", context, base)
+    if t.capability:
+        bounds.check_length(t.max_length, "tax.max_length", context, base)
+    kv = bounds.kv_bytes_per_token(config)
+    if kv:
+        bounds.check_memory(g.batch_size * g.max_new_tokens * kv,
+                            f"generation.batch_size={g.batch_size} x generation.max_new_tokens={g.max_new_tokens}",
+                            "lower generation.batch_size")
+        if t.capability:
+            per_token = kv + 4 * int(config.get("vocab_size") or 0)
+            bounds.check_memory(t.batch_size * t.max_length * per_token,
+                                f"tax.batch_size={t.batch_size} x tax.max_length={t.max_length}", "lower tax.batch_size")
