@@ -22,6 +22,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from lightalign.bounds import at_most
+
 DEFAULT_CONFIG = "runs/minilab/app.yaml"
 OFF = ("", "none", "off")
 
@@ -67,6 +69,9 @@ class AppConfig:
             raise ValueError("field 'judge_options' is set but 'judge' is not")
         if self.rewordings < 0:
             raise ValueError(f"field 'rewordings' must be >= 0, got {self.rewordings}")
+        # far above any sensible setting; generation is further cut to the model's context (app.models)
+        at_most(self, "field ", max_prompt_chars=1_000_000, max_new_tokens=2**18, concurrency_limit=256,
+                max_queue=100_000, examples_per_kind=10_000, rewordings=1000)
         self.rewriters()  # a bad rule is named now, not at the first click
 
     def rewriters(self) -> list:

@@ -39,11 +39,13 @@ def local_upstream(model_path: str | Path, adapter: str | Path | None, cfg):
 
     model, tokenizer = load_chat_model(model_path, adapter)
     model_id = Path(model_path).name + (f"+{Path(adapter).name}" if adapter else "")
+    context = max_positions(model)
+    # tokens past the context length are not worth generating (and a huge limit would let one request run on)
+    limit = min(cfg.max_tokens_limit, context) if context else cfg.max_tokens_limit
     upstream = LocalUpstream(transformers_generator(model, tokenizer), model_id,
-                             default_max_tokens=cfg.default_max_tokens, max_tokens_limit=cfg.max_tokens_limit,
+                             default_max_tokens=cfg.default_max_tokens, max_tokens_limit=limit,
                              max_batch_size=cfg.max_batch_size, max_wait_ms=cfg.max_wait_ms)
     upstream.streamer = StreamingGenerator(model, tokenizer, cfg.max_batch_size, cfg.max_wait_ms)
-    context = max_positions(model)
     if context:
         def count(messages: list[dict]) -> int:
             text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
+from lightalign.bounds import at_most
 from lightalign.errors import UserError
 
 
@@ -39,4 +40,14 @@ class ServeConfig:
             raise UserError(f"serve config: max_rounds must be >= 0, got {self.max_rounds}")
         if not (0 <= self.max_wait_ms < math.inf and 0 < self.upstream_timeout_s < math.inf):  # NaN fails too
             raise UserError("serve config: max_wait_ms must be >= 0 and upstream_timeout_s > 0 (finite numbers)")
+        try:  # far above any sensible setting, below what lets one request or one wait take the server down
+            at_most(self, "serve config: ", **CEILINGS)
+        except ValueError as e:
+            raise UserError(str(e)) from None
+
+
+# max_tokens_limit is further cut to the local upstream's context length when it loads (serve.backends)
+CEILINGS = dict(max_request_bytes=256 * 2**20, max_messages=100_000, max_batch_size=4096,
+                default_max_tokens=2**20, max_tokens_limit=2**20, stream_chunk_words=100_000, max_rounds=1000,
+                max_wait_ms=60_000, upstream_timeout_s=86_400)
 

@@ -126,3 +126,17 @@ def test_eval_lengths_and_batches_are_bounded_by_the_base_before_it_loads(tiny_m
 def test_eval_counts_without_a_model_bound_have_a_ceiling(tiny_model_dir, sections, field):
     with pytest.raises(UserError, match=f"eval.yaml: {field}"):
         eval_config(tiny_model_dir, **sections)
+
+
+def test_serve_and_app_counts_have_a_ceiling(tmp_path):
+    from lightalign.app.config import AppConfig
+    from lightalign.config import from_dict
+    from lightalign.serve.config import ServeConfig
+
+    with pytest.raises(UserError, match="serve config: max_wait_ms must be <= 60,000, got 1,000,000,000,000"):
+        ServeConfig(max_wait_ms=1e12).validate()
+    with pytest.raises(UserError, match="serve config: max_tokens_limit must be <= 1,048,576, got 1,000,000,000"):
+        ServeConfig(max_tokens_limit=10**9).validate()
+    ServeConfig().validate()  # the defaults fit
+    with pytest.raises(UserError, match="app.yaml: field max_queue must be <= 100,000"):
+        from_dict(AppConfig, {"base": str(tmp_path), "max_queue": 10**9}, source="app.yaml")
