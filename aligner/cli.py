@@ -38,6 +38,7 @@ import os
 import sys
 
 from lightalign.aligner.engines import add_engine_arguments, engine_from_args
+from lightalign.bounds import MAX_BATCH
 from lightalign.errors import UserError, deprecated
 from lightalign.io import BOMS, append_jsonl, decode_utf8, make_dir, parse_records, read_bytes, write_jsonl
 
@@ -294,8 +295,8 @@ def _check_numbers(args) -> None:
 
     if args.batch_size is None:  # vLLM batches continuously and a server takes requests in parallel: feed more
         args.batch_size = 16 if args.engine == "native" and not args.aligner_url else 256
-    if args.batch_size < 1:
-        raise UserError(f"--batch-size must be >= 1, got {args.batch_size}")
+    if not 1 <= args.batch_size <= MAX_BATCH:
+        raise UserError(f"--batch-size must be between 1 and {MAX_BATCH:,}, got {args.batch_size:,}")
     if args.max_new_tokens is not None and args.max_new_tokens < 1:
         raise UserError(f"--max-new-tokens must be >= 1, got {args.max_new_tokens}")
     if not (math.isfinite(args.timeout) and args.timeout > 0):

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from lightalign import bounds, schemas
-from lightalign.bounds import at_most
+from lightalign.bounds import MAX_BATCH, at_most
 from lightalign.errors import UserError, deprecated
 from lightalign.loading import adapter_base_name
 
@@ -47,9 +47,6 @@ class BaseModel:
     compute_dtype: Literal["auto", "bf16", "fp16", "fp32"] = "auto"
     trust_remote_code: bool = False
     allow_pickle: bool = False  # refuse pytorch_model.bin unless the user opts in
-
-
-MAX_BATCH = 65_536  # rows per forward pass; memory bounds them further once the model is known (check_sizes)
 
 
 def check_min(obj, where: str, **minimums) -> None:

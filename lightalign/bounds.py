@@ -16,6 +16,8 @@ from lightalign.errors import UserError
 from lightalign.io import read_json_object
 
 GIB = 1024 ** 3
+MAX_BATCH = 65_536  # rows per forward pass; memory bounds a batch further once the model is known
+MAX_LENGTH = 2**21  # tokens in one sequence, for models whose config does not state a context length
 
 
 def model_config(name_or_path: str) -> dict | None:

@@ -32,12 +32,13 @@ def train_cli(recipe, *overrides):
 
 
 @pytest.mark.parametrize("override, field, says", [
-    ("data.max_length=1000000000", "data.max_length=1000000000", "at most 512 tokens"),
-    ("training.batch_size=1000000000", "training.batch_size=1000000000 x data.max_length=64", "GiB"),
+    ("data.max_length=1000000000", "data.max_length must be <= 2,097,152", "got 1,000,000,000"),  # the issue's
+    ("data.max_length=4096", "data.max_length=4096 is longer than", "at most 512 tokens"),  # the tiny model's context
+    ("training.batch_size=60000 data.max_length=512", "training.batch_size=60000 x data.max_length=512", "GiB, more than"),
 ])
 def test_a_size_the_model_or_machine_cannot_take_is_refused_before_anything_loads(tiny_recipe, override, field,
                                                                                    says):
-    run = train_cli(tiny_recipe, override)
+    run = train_cli(tiny_recipe, *override.split())
     assert run.returncode == 2, run.stderr[-2000:]
     lines = run.stderr.strip().splitlines()
     assert len(lines) == 1 and "Traceback" not in run.stderr

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal, Optional, Union
 
+from lightalign.bounds import MAX_BATCH, MAX_LENGTH, at_most
 from lightalign.errors import UserError
 from lightalign.schemas import schema_name
 
@@ -107,6 +108,7 @@ class DataSection:
             raise ValueError(f"data.max_length must be >= 8, got {self.max_length}")
         if self.max_rows is not None and self.max_rows < 1:
             raise ValueError(f"data.max_rows must be >= 1, got {self.max_rows}")
+        at_most(self, "data.", max_length=MAX_LENGTH)  # check_bounds cuts it to the model's context length
 
 
 @dataclass
@@ -137,6 +139,7 @@ class TrainingSection:
         for name in ("batch_size", "grad_accum", "logging_steps"):
             if getattr(self, name) < 1:
                 raise ValueError(f"training.{name} must be >= 1, got {getattr(self, name)}")
+        at_most(self, "training.", batch_size=MAX_BATCH)  # check_bounds holds a LoRA step to the memory there is
         if self.save_steps < 0:
             raise ValueError(f"training.save_steps must be >= 0 (0: no checkpoints), got {self.save_steps}")
         if self.lr <= 0:
