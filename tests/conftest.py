@@ -3,17 +3,93 @@
 Models here are real transformers Llamas built from a config (hidden 64, 2 layers) so unit
 tests stay fast; tests that need a model that *knows* the world use `tiny_lab`, a small lab
 built and pre-trained once per session (marked slow by the tests that use it).
+
+A session that leaves a process running fails (`pytest_sessionfinish`): every process a test starts
+carries SESSION_MARK in its environment, so one orphaned to init (vLLM's EngineCore once outlived its
+server and held ~2 GB) is found too, killed and named.
 """
 
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
 
 import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+SESSION_MARK = "LIGHTALIGN_TEST_SESSION"
+# the session's own id; a pytest run inside a test inherits it and leaves the check to this process
+os.environ.setdefault(SESSION_MARK, f"{os.getpid()}-{time.time_ns()}")
+OWNS_CHECK = os.environ[SESSION_MARK].startswith(f"{os.getpid()}-")
+# helpers of Python's multiprocessing that live as long as this interpreter and end with it
+INTERPRETER_HELPERS = ("multiprocessing.resource_tracker", "multiprocessing.forkserver")
+
+
+def leftover_processes() -> list:
+    """Live processes started by this session (children of pytest, or any process carrying its mark)."""
+    import psutil
+
+    me, mark = psutil.Process(), os.environ[SESSION_MARK]
+    found = {p.pid: p for p in me.children(recursive=True)}
+    for p in psutil.process_iter():
+        if p.pid in found or p.pid == me.pid:
+            continue
+        try:
+            if p.environ().get(SESSION_MARK) == mark:
+                found[p.pid] = p
+        except (psutil.Error, OSError):
+            continue
+    alive = []
+    for p in found.values():
+        try:
+            if p.status() != psutil.STATUS_ZOMBIE and not any(h in " ".join(p.cmdline()) for h in INTERPRETER_HELPERS):
+                alive.append(p)
+        except psutil.Error:
+            continue
+    return alive
+
+
+def describe(p) -> str:
+    import psutil
+
+    try:
+        return f"pid {p.pid} {p.name()} ({' '.join(p.cmdline())[:160]}), {p.memory_info().rss / 2**20:.0f} MiB"
+    except psutil.Error:
+        return f"pid {p.pid} (gone)"
+
+
+def pytest_sessionfinish(session, exitstatus):
+    """Fail the session if any process it started is still running (after a few seconds' grace for ones
+    already stopping), and kill them so nothing outlives the run."""
+    if not OWNS_CHECK:
+        return
+    import psutil
+
+    left = leftover_processes()
+    if not left:
+        return
+    _, left = psutil.wait_procs(left, timeout=5)
+    if not left:
+        return
+    lines = [describe(p) for p in left]
+    for p in left:
+        try:
+            p.kill()
+        except psutil.Error:
+            pass
+    psutil.wait_procs(left, timeout=10)
+    reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+    message = f"{len(lines)} process(es) started by the tests were still running at the end (killed now):"
+    if reporter is not None:
+        reporter.write_line("")
+        reporter.write_line(message, red=True, bold=True)
+        for line in lines:
+            reporter.write_line(f"  {line}", red=True)
+    else:
+        print(message, *lines, sep="\n  ")
+    session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
 
 @pytest.fixture(scope="session")

@@ -9,6 +9,7 @@ import pytest
 
 from lightalign.app.config import AppConfig
 from helpers.app_lab import ABSTAIN, app_config, expected_answers, launched
+from helpers.processes import stop_group
 
 pytestmark = pytest.mark.slow  # launches gradio servers (~30 s for the module)
 
@@ -197,7 +198,8 @@ def test_the_lightalign_app_command_serves_the_default_config(app_lab, case, tmp
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     proc = subprocess.Popen([sys.executable, "-m", "lightalign", "app", "--port", str(port), "quantization=none"],
-                            cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+                            cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            start_new_session=True)
     try:
         deadline, lines = time.time() + 120, []
         while time.time() < deadline:
@@ -217,5 +219,4 @@ def test_the_lightalign_app_command_serves_the_default_config(app_lab, case, tmp
         assert (out[0], out[1], out[2]) == (case[1]["base"], case[1]["adapter"], case[1]["aligner"])
         assert "**honest**" in out[4]  # the judge of the config file
     finally:
-        proc.terminate()
-        proc.wait(timeout=30)
+        stop_group(proc)

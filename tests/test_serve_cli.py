@@ -11,7 +11,7 @@ import httpx
 import openai
 import pytest
 
-from helpers.processes import free_port, serve_process
+from helpers.processes import free_port, serve_process, stop_group
 
 from lightalign.cli import main
 
@@ -149,7 +149,8 @@ def test_sigterm_drains_and_exits_while_a_request_hangs(serve_lab):
     with BackgroundServer(flaky.app) as up:
         proc = subprocess.Popen([sys.executable, "-m", "lightalign", "serve", "--port", str(port),
                                  "--aligner", str(serve_lab / "aligner"), "--upstream-url", up.url,
-                                 "--upstream-model", "remote"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+                                 "--upstream-model", "remote"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                                start_new_session=True)
         try:
             deadline = time.monotonic() + 120
             while True:
@@ -178,6 +179,4 @@ def test_sigterm_drains_and_exits_while_a_request_hangs(serve_lab):
             # used to wait for the upstream's 120 s timeout
             assert proc.wait(timeout=30) in (0, -15)
         finally:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait()
+            stop_group(proc, grace=0)

@@ -12,12 +12,12 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
+from helpers import processes
 from helpers.processes import serve_process, vllm_server
 
 VLLM_PYTHON = os.environ.get("LIGHTALIGN_VLLM_PYTHON")
@@ -81,9 +81,9 @@ def test_vllm_engine_decodes_what_the_native_decoder_decodes(aligner_dir, pairs,
     native = Aligner.from_pretrained(aligner_dir, device="cpu")
     expected = [{"tokens": o.tokens, "finished": o.finished} for o in _native(native, pairs)]
     assert 0 < sum(e["finished"] for e in expected) < len(expected)  # both kinds of ending are compared
-    run = subprocess.run([VLLM_PYTHON, str(HELPERS / "vllm_decode.py"), str(aligner_dir),
+    run = processes.run([VLLM_PYTHON, str(HELPERS / "vllm_decode.py"), str(aligner_dir),
                           str(_request(native, pairs, tmp_path / "request.json"))],
-                         capture_output=True, text=True, timeout=600, cwd=tmp_path)
+                         timeout=600, cwd=tmp_path)
     assert run.returncode == 0, run.stderr[-4000:]
     got = json.loads(next(line for line in run.stdout.splitlines() if line.startswith("RESULT "))[7:])
     assert got == expected
@@ -100,9 +100,9 @@ def test_correct_on_vllm_resumes_a_file_and_matches_native(aligner_dir, pairs, t
              "fallback": native[i].fallback} for i in range(5)]
     out = tmp_path / "corrected.jsonl"
     out.write_text("".join(json.dumps(r) + "\n" for r in done))  # an interrupted run wrote 5 records
-    run = subprocess.run([VLLM_PYTHON, "-m", "lightalign", "correct", "--aligner", str(aligner_dir), "--engine",
+    run = processes.run([VLLM_PYTHON, "-m", "lightalign", "correct", "--aligner", str(aligner_dir), "--engine",
                           "vllm", "--in", str(src), "--out", str(out), "--no-progress"],
-                         capture_output=True, text=True, timeout=600, cwd=tmp_path)
+                         timeout=600, cwd=tmp_path)
     assert run.returncode == 0, run.stderr[-4000:]
     assert f"resuming: 5 records already in {out}, {len(pairs) - 5} to go" in run.stderr
     rows = [json.loads(line) for line in out.read_text().splitlines()]
@@ -135,9 +135,9 @@ def test_remote_aligner_behind_vllm_serve(aligner_dir, pairs, tmp_path):
 
         src = tmp_path / "answers.jsonl"
         src.write_text("".join(json.dumps({"question": q, "answer": a}) + "\n" for q, a in pairs[:6]))
-        run = subprocess.run([sys.executable, "-m", "lightalign", "correct", "--aligner", str(aligner_dir),
+        run = processes.run([sys.executable, "-m", "lightalign", "correct", "--aligner", str(aligner_dir),
                               "--aligner-url", url, "--in", str(src), "--out", "-", "--no-progress"],
-                             capture_output=True, text=True, timeout=300)
+                             timeout=300)
         assert run.returncode == 0, run.stderr[-4000:]
         assert [json.loads(line)["correction"] for line in run.stdout.splitlines()] == \
             [c.text for c in expected[:6]]
@@ -181,8 +181,8 @@ def test_serve_on_the_vllm_engine(aligner_dir, pairs):
 def test_bad_engine_options_get_one_line_and_exit_2(aligner_dir, tmp_path, option, needle):
     src = tmp_path / "answers.jsonl"
     src.write_text(json.dumps({"question": "Hi?", "answer": "Hello."}) + "\n")
-    run = subprocess.run([VLLM_PYTHON, "-m", "lightalign", "correct", "--aligner", str(aligner_dir), "--engine", "vllm",
+    run = processes.run([VLLM_PYTHON, "-m", "lightalign", "correct", "--aligner", str(aligner_dir), "--engine", "vllm",
                           "--engine-option", option, "--in", str(src), "--out", str(tmp_path / "out.jsonl")],
-                         capture_output=True, text=True, timeout=600, cwd=tmp_path)
+                         timeout=600, cwd=tmp_path)
     assert run.returncode == 2 and needle in run.stderr and "Traceback" not in run.stderr, run.stderr[-3000:]
     assert not (tmp_path / "out.jsonl").exists()

@@ -1,8 +1,15 @@
-"""Servers the tests start as real processes: `lightalign serve`, and vLLM's OpenAI server."""
+"""Processes the tests start: `lightalign serve`, vLLM's OpenAI server, and commands run to completion.
+
+Each starts in a session of its own and is stopped as a whole process group (`stop_group`), also when the
+test fails or times out: vLLM's EngineCore and workers are grandchildren of the command a test starts, and
+stopping only that command left them running, orphaned, holding ~2 GB (tests/conftest.py fails a session
+that leaves any process behind).
+"""
 
 from __future__ import annotations
 
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -25,7 +32,7 @@ def running(cmd: list[str], ready_url: str, env_extra: dict | None = None, timeo
     env = {**os.environ, **(env_extra or {})}
     with tempfile.NamedTemporaryFile("w+", prefix="lightalign-test-", suffix=".log", delete=False) as log:
         log_path = log.name
-        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)
+        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
         try:
             deadline = time.monotonic() + timeout
             while True:
@@ -39,13 +46,38 @@ def running(cmd: list[str], ready_url: str, env_extra: dict | None = None, timeo
                 time.sleep(0.5)
             yield log_path
         finally:
-            proc.terminate()
-            try:
-                proc.wait(30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+            stop_group(proc)
     os.unlink(log_path)
+
+
+def stop_group(proc: subprocess.Popen, grace: float = 30) -> None:
+    """SIGTERM the process group `proc` leads (started with start_new_session=True), SIGKILL whatever of it
+    is left after `grace` seconds, and reap `proc`."""
+    def signal_group(sig) -> None:
+        try:
+            os.killpg(proc.pid, sig)
+        except (ProcessLookupError, PermissionError):
+            pass
+
+    signal_group(signal.SIGTERM)
+    try:
+        proc.wait(grace)
+    except subprocess.TimeoutExpired:
+        pass
+    signal_group(signal.SIGKILL)  # children that outlived their parent keep its group id
+    proc.wait()
+
+
+def run(cmd: list[str], timeout: float, **kwargs) -> subprocess.CompletedProcess:
+    """`subprocess.run(cmd, capture_output=True, text=True)` whose whole process group is stopped when it
+    returns or times out (subprocess.run kills only `cmd` itself on a timeout)."""
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
+                            **kwargs)
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    finally:
+        stop_group(proc, grace=5)
+    return subprocess.CompletedProcess(cmd, proc.returncode, out, err)
 
 
 @contextmanager
