@@ -482,7 +482,7 @@ def build_rewriters(specs: list | None = None, where: str = "robustness.rewrites
             if not callable(factory):
                 raise UserError(f"{at}: {spec['factory']!r} is not callable")
             try:
-                fn = factory(**spec.get("options", {}))
+                fn = with_budget(lambda: factory(**spec.get("options", {})), (), CALL_SECONDS, at)
             except TypeError as e:
                 raise UserError(f"{at}: {spec['factory']!r} does not accept options "
                                 f"{sorted(spec.get('options', {}))}: {e}") from None

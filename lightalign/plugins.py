@@ -37,7 +37,7 @@ def with_budget(fn, args: tuple, seconds: float, where: str):
     worker.start()
     worker.join(seconds)
     if worker.is_alive():
-        raise UserError(f"{where}: did not return within {seconds:.0f} s (a plugin that hangs or loops?); "
+        raise UserError(f"{where}: did not return within {seconds:g} s (a plugin that hangs or loops?); "
                         "fix it or leave it out of the config")
     if "error" in result:
         raise result["error"]

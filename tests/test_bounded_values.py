@@ -141,3 +141,23 @@ def test_serve_and_app_counts_have_a_ceiling(tmp_path):
     ServeConfig().validate()  # the defaults fit
     with pytest.raises(UserError, match="app.yaml: field max_queue must be <= 100,000"):
         from_dict(AppConfig, {"base": str(tmp_path), "max_queue": 10**9}, source="app.yaml")
+
+
+class SlowJudge:
+    name, metrics = "slow", ["ok"]
+
+    def score(self, records, replies):
+        import threading
+
+        threading.Event().wait()  # never returns
+
+
+def test_a_judge_plugin_that_hangs_is_named_within_its_budget(monkeypatch):
+    from lightalign import plugins
+
+    monkeypatch.setattr(plugins, "JUDGE_SECONDS_FIXED", 0.2)
+    monkeypatch.setattr(plugins, "JUDGE_SECONDS_PER_ITEM", 0.1)
+    judge = plugins.build_judge(f"{__name__}:SlowJudge", {}, "judges[0]")
+    assert (judge.name, judge.metrics) == ("slow", ["ok"])
+    with pytest.raises(UserError, match=r"judges\[0\].score: did not return within 0.3 s"):
+        judge.score([{"prompt": "a"}], ["b"])
