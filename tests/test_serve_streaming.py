@@ -163,3 +163,20 @@ def test_a_client_that_disconnects_stops_its_local_upstream_row_within_a_second(
         assert not upstream.streamer.cancellations.is_set()
         s.close()
         assert upstream.streamer.cancellations.wait(1.0), "the local row still ran 1 s after the hang-up"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("mode", ["sentence", "guided"])
+def test_streaming_load_with_half_the_clients_hanging_up_has_no_server_errors(lab, abstaining_aligner, question,
+                                                                              small_splits, mode):
+    from lightalign.serve.loadtest import run_load
+
+    questions = [question] + [r["prompt"] for r in small_splits["eval_prompts"][:9]]
+    upstream = local_upstream(lab)
+    with BackgroundServer(create_app(ServeConfig(max_wait_ms=20), upstream, abstaining_aligner)) as srv:
+        result = run_load(srv.url + "/v1", questions, n=40, concurrency=20, max_tokens=MAX_TOKENS, stream_mode=mode,
+                          disconnect_share=0.5)
+        text, _ = stream(client(srv), question, mode, "base")  # the server is still healthy afterwards
+    assert result.errors == []
+    assert result.disconnected == 20 and len(result.texts) == 20
+    assert all(t == ABSTAIN for t in result.texts) and text == ABSTAIN
