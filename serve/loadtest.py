@@ -17,7 +17,8 @@ from dataclasses import dataclass, field
 class LoadResult:
     latencies: list[float] = field(default_factory=list)  # seconds, successful requests
     errors: list[str] = field(default_factory=list)
-    replies: list[tuple[str, dict]] = field(default_factory=list)  # (question, completion json)
+    # (question, completion json); streamed: (question, {"text", "ttft", "seconds", "lightalign"})
+    replies: list[tuple[str, dict]] = field(default_factory=list)
     seconds: float = 0.0
     ttft: list[float] = field(default_factory=list)  # streamed: seconds to the first content delta
     texts: list[str] = field(default_factory=list)  # streamed: the text each completed stream received
@@ -87,7 +88,7 @@ async def load(base_url: str, questions: list[str], n: int = 200, concurrency: i
 
             body = {**body, "stream": True, "lightalign": {"stream_mode": mode}}
             t0 = time.perf_counter()
-            first, parts = None, []
+            first, parts, info = None, [], None
             try:
                 async with client.stream("POST", f"{base_url.rstrip('/')}/chat/completions", json=body) as r:
                     if r.status_code != 200:
@@ -101,6 +102,7 @@ async def load(base_url: str, questions: list[str], n: int = 200, concurrency: i
                             result.errors.append(f"error event: {event['error'].get('message')}")
                             return
                         for choice in event.get("choices") or []:
+                            info = choice.get("lightalign") or info
                             text = (choice.get("delta") or {}).get("content")
                             if text:
                                 first = first if first is not None else time.perf_counter() - t0
@@ -111,9 +113,13 @@ async def load(base_url: str, questions: list[str], n: int = 200, concurrency: i
             except httpx.HTTPError as e:
                 result.errors.append(f"{type(e).__name__}: {e}")
                 return
-            result.latencies.append(time.perf_counter() - t0)
-            result.ttft.append(first if first is not None else time.perf_counter() - t0)
+            seconds = time.perf_counter() - t0
+            ttft = first if first is not None else seconds
+            result.latencies.append(seconds)
+            result.ttft.append(ttft)
             result.texts.append("".join(parts))
+            result.replies.append((body["messages"][0]["content"], {"text": "".join(parts), "ttft": ttft,
+                                                                    "seconds": seconds, "lightalign": info}))
 
         t0 = time.perf_counter()
         await asyncio.gather(*(one(i) for i in range(n)))
