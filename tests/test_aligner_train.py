@@ -238,3 +238,20 @@ def test_report_to_reaches_the_aligner_trainer(tmp_path, tiny_model_dir, small_s
                training={"epochs": 1, "batch_size": 8, "logging_steps": 1, "report_to": "tensorboard"}))
     events = list((out / "correction" / "checkpoints").glob("runs/*/events.out.tfevents.*"))
     assert events and events[0].stat().st_size > 0
+
+
+def test_sentence_rows_train_beside_the_triples_and_record_the_sentence_template(tmp_path, tiny_model_dir,
+                                                                                 small_splits):
+    from lightalign.aligner.data import sentence_rows
+    from lightalign.aligner.model import Aligner
+
+    out = tmp_path / "al"
+    data = _triples(tmp_path, small_splits)
+    train(_cfg(tiny_model_dir, data, out, identity={"share": 0.0}, sentence_rows={"share": 1.0}))
+    log = json.loads((out / "metrics.json").read_text())
+    expected = len(sentence_rows(small_splits["aligner"][:24], 1.0))
+    assert log["sentence_rows"] == expected > 0
+    assert log["correction"]["rows"] == 24 + expected
+    saved = json.loads((out / "aligner_config.json").read_text())
+    assert saved["sentence_template"]["name"] == "chat-sentence-v1"
+    assert Aligner.from_pretrained(out).sentence_template.name == "chat-sentence-v1"
