@@ -2,7 +2,8 @@
 
 Kept free of gradio so it can be tested and reused; ui.py maps each snapshot onto the page.
 A part that is missing or fails fills its own column with the reason; only a failing base model
-(nothing to compare) stops the run.
+(nothing to compare) stops the run. With `aligner_mode` sentence or guided (AppConfig), the Aligner
+column fills sentence by sentence while the base answer streams (lightalign.aligner.streaming).
 """
 
 from __future__ import annotations
@@ -69,9 +70,14 @@ def compare(models: Models, examples: Examples, prompt: str, settings: GenSettin
     # 1. base weights alone (a failure here is the whole request's failure)
     cols["base"].note = "generating…"
     yield snap
-    for text in models.stream(prompt, adapter=False, settings=settings):
-        cols["base"].text = text
-        yield snap
+    mode = getattr(models.cfg, "aligner_mode", "whole")
+    streamed = mode != "whole" and _aligner_ready(models)
+    if streamed:
+        yield from _stream_corrected(models, examples, prompt, settings, snap, mode)
+    else:
+        for text in models.stream(prompt, adapter=False, settings=settings):
+            cols["base"].text = text
+            yield snap
     cols["base"].note = ""
     cols["base"].verdict = examples.verdicts(prompt, cols["base"].text)
 
@@ -92,7 +98,7 @@ def compare(models: Models, examples: Examples, prompt: str, settings: GenSettin
     yield snap
 
     # 3. the Aligner post-edits the base answer (and, if asked, the adapter's)
-    jobs = [("aligner", "base")] + ([("adapter_aligner", "adapter")] if correct_adapter else [])
+    jobs = ([] if streamed else [("aligner", "base")]) + ([("adapter_aligner", "adapter")] if correct_adapter else [])
     for col, source in jobs:
         answer = cols[source].text
         if source == "adapter" and not models.has_adapter:
@@ -119,3 +125,63 @@ def compare(models: Models, examples: Examples, prompt: str, settings: GenSettin
         else:
             snap.adapter_diff, snap.adapter_diff_summary = spans, summarize(spans)
         yield snap
+
+
+def _aligner_ready(models: Models) -> bool:
+    try:
+        return models.aligner() is not None
+    except Exception:  # noqa: BLE001 - the whole-answer path shows why in the column
+        return False
+
+
+def _stream_corrected(models: Models, examples: Examples, prompt: str, settings: GenSettings, snap: Snapshot,
+                      mode: str) -> Iterator[Snapshot]:
+    """The base answer streams into its column while each finished sentence is revised into the Aligner
+    column (sentence mode); guided also restarts the base from the corrected text after a change (the
+    base column then shows what it was asked to continue). A refusal stops the base at once."""
+    from lightalign.aligner.streaming import MAX_ROUNDS, SentenceStreamer
+
+    cols = snap.columns
+    st = SentenceStreamer(prompt)
+    cols["aligner"].note = "correcting sentence by sentence…"
+    rounds, lead = 0, ""
+    upstream = models.stream(prompt, adapter=False, settings=settings)
+    try:
+        while True:
+            seen, restart = "", False
+            for text in upstream:
+                delta = lead + (text[len(seen):] if text.startswith(seen) else text)
+                lead, seen = "", text
+                cols["base"].text = text if rounds == 0 else f"{st.sent} {text}"
+                for piece in st.feed(delta):
+                    st.accept(piece, models.correct_sentence(*st.request(piece)))
+                    cols["aligner"].text = st.sent
+                    if st.refused or (mode == "guided" and st.last_changed and rounds < MAX_ROUNDS):
+                        restart = not st.refused
+                        break
+                yield snap
+                if st.refused or restart:
+                    break
+            if not restart:
+                break
+            upstream.close()
+            rounds += 1
+            st.restart()
+            cols["base"].note = "guided: continuing from the corrected text"
+            upstream, lead = models.stream(prompt, adapter=False, settings=settings, prefix=st.sent), " "
+        if not st.refused:
+            for piece in st.finish():
+                st.accept(piece, models.correct_sentence(*st.request(piece)))
+                if st.refused:
+                    break
+    finally:
+        upstream.close()
+    cols["aligner"].text = st.sent
+    cols["aligner"].note = ("Refused: the base was stopped." if st.refused else
+                            "Corrected sentence by sentence." if st.changed else "The Aligner kept every sentence.")
+    if st.fallbacks:
+        cols["aligner"].note += f" (kept some sentences: {', '.join(sorted(set(st.fallbacks)))})"
+    cols["aligner"].verdict = examples.verdicts(prompt, st.sent)
+    snap.diff = word_diff(st.original, st.sent)
+    snap.diff_summary = summarize(snap.diff)
+    yield snap

@@ -54,6 +54,9 @@ class AppConfig:
     judge_options: dict[str, Any] = field(default_factory=dict)   # keyword arguments of that callable
     rewrites: list[Any] | None = None   # rewording rules as in eval's robustness.rewrites; None = built-ins
     rewordings: int = 4                 # how many rule-made wordings the rewordings table shows
+    # whole: the Aligner column appears once the base answer is complete; sentence: it fills sentence by
+    # sentence while the base streams; guided: the base also continues from each corrected sentence
+    aligner_mode: Literal["whole", "sentence", "guided"] = "whole"
 
     def validate(self) -> None:
         for name in ("max_prompt_chars", "max_new_tokens", "concurrency_limit", "max_queue"):
@@ -67,6 +70,8 @@ class AppConfig:
             raise ValueError("field 'judge' needs 'examples': the judge scores replies to the example prompts")
         if self.judge_options and not self.judge:
             raise ValueError("field 'judge_options' is set but 'judge' is not")
+        if self.aligner_mode not in ("whole", "sentence", "guided"):
+            raise ValueError(f"aligner_mode must be whole, sentence or guided, got {self.aligner_mode!r}")
         if self.rewordings < 0:
             raise ValueError(f"field 'rewordings' must be >= 0, got {self.rewordings}")
         # far above any sensible setting; generation is further cut to the model's context (app.models)

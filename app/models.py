@@ -104,6 +104,7 @@ class Models:
         self.cfg = cfg
         self.lock = threading.Lock()
         self._aligner_lock = threading.Lock()  # two first requests must not load it twice
+        self._aligner_use = threading.Lock()  # sentence corrections run beside a base generation
         self.model = None
         self.tokenizer = None
         self.has_adapter = False
@@ -192,8 +193,9 @@ class Models:
             return chat_prompt(self.tokenizer, prompt)
         return prompt  # a base model with no chat template gets the bare prompt
 
-    def stream(self, prompt: str, adapter: bool, settings: GenSettings) -> Iterator[str]:
-        """Yield the growing answer (base weights alone, or with the adapter) as it is generated.
+    def stream(self, prompt: str, adapter: bool, settings: GenSettings, prefix: str = "") -> Iterator[str]:
+        """Yield the growing answer (base weights alone, or with the adapter) as it is generated;
+        with `prefix`, the continuation of an assistant turn that starts with it (guided streaming).
 
         generate() runs in a worker thread feeding a TextIteratorStreamer (the transformers way to
         stream); the lock is held until that thread has finished, even if the caller stops early.
@@ -215,7 +217,7 @@ class Models:
         failure: list[BaseException] = []
         tok = self.tokenizer
         with self.lock:
-            enc = tok(self.prompt_text(prompt), return_tensors="pt", add_special_tokens=False)
+            enc = tok(self.prompt_text(prompt) + prefix, return_tensors="pt", add_special_tokens=False)
             enc = enc.to(next(self.model.parameters()).device)
             max_new = self._new_tokens(enc["input_ids"].shape[1], settings, "The prompt")
             streamer = TextIteratorStreamer(tok, skip_prompt=True, skip_special_tokens=True)
@@ -303,6 +305,13 @@ class Models:
         aligner = self.aligner()
         with self.lock:
             return aligner.correct(question, answer)
+
+    def correct_sentence(self, question: str, prefix: str, sentence: str):
+        """The Aligner's revision of a streamed answer's last sentence (lightalign.aligner.streaming).
+        Called while the base streams: the Aligner's own lock, not the base's (separate weights)."""
+        aligner = self.aligner()
+        with self._aligner_use:
+            return aligner.correct_sentences([(question, prefix, sentence)], batch_size=1)[0]
 
     def correct_batch(self, pairs: list[tuple[str, str]]) -> list:
         """The Aligner's results for several (question, answer) pairs, decoded as one batch."""
