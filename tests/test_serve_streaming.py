@@ -180,3 +180,21 @@ def test_streaming_load_with_half_the_clients_hanging_up_has_no_server_errors(la
     assert result.errors == []
     assert result.disconnected == 20 and len(result.texts) == 20
     assert all(t == ABSTAIN for t in result.texts) and text == ABSTAIN
+
+
+def test_async_openai_client_streams_the_sentence_mode(lab, keeping_aligner, question):
+    import asyncio
+
+    async def run(url):
+        c = openai.AsyncOpenAI(base_url=url + "/v1", api_key="unused", max_retries=0, timeout=60)
+        stream = await c.chat.completions.create(model="base", messages=[{"role": "user", "content": question}],
+                                                 max_tokens=MAX_TOKENS, stream=True,
+                                                 extra_body={"lightalign": {"stream_mode": "sentence"}})
+        parts = [ch.choices[0].delta.content or "" async for ch in stream if ch.choices]
+        await c.close()
+        return parts
+
+    with BackgroundServer(create_app(ServeConfig(), local_upstream(lab), keeping_aligner)) as srv:
+        parts = asyncio.run(run(srv.url))
+    assert "".join(parts) == base_answer(lab, question, MAX_TOKENS)
+    assert len([p for p in parts if p]) >= 2  # sent sentence by sentence, not in one piece
