@@ -198,3 +198,23 @@ def test_async_openai_client_streams_the_sentence_mode(lab, keeping_aligner, que
         parts = asyncio.run(run(srv.url))
     assert "".join(parts) == base_answer(lab, question, MAX_TOKENS)
     assert len([p for p in parts if p]) >= 2  # sent sentence by sentence, not in one piece
+
+
+def test_serve_command_takes_the_stream_mode_and_the_continuation_flag():
+    import argparse
+
+    from lightalign.errors import UserError
+    from lightalign.serve import cli
+
+    def parse(*argv):
+        p = argparse.ArgumentParser()
+        cli.add_arguments(p)
+        return p.parse_args(["--aligner", "a", *argv])
+
+    assert cli.build_config(parse("--upstream-url", "http://127.0.0.1:9/v1", "--stream-mode", "guided",
+                                  "--upstream-continue", "vllm")).stream_mode == "guided"
+    assert cli.build_config(parse("--upstream-model-path", "m")).stream_mode == "whole"
+    with pytest.raises(UserError, match="--upstream-continue"):
+        cli.build_config(parse("--upstream-model-path", "m", "--upstream-continue", "vllm"))
+    with pytest.raises(SystemExit):
+        parse("--stream-mode", "fastest")
