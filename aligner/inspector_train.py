@@ -37,7 +37,7 @@ from lightalign.io import write_json
 from lightalign.training import policy, runs
 from lightalign.training.sections import DataSection, LoraSection, ModelSection, TrainingSection
 
-HEAD_L2_GRID = (1e-3, 1e-2, 1e-1, 1.0)
+HEAD_L2_GRID = (1e-2, 1e-1, 1.0, 10.0, 100.0)
 
 
 @dataclass
@@ -121,8 +121,6 @@ class Config:
             raise ValueError(f"model.quantization=nf4 needs mode: lora (mode {self.mode} trains full-precision weights)")
         if self.batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
-        if self.aligner and not (Path(self.aligner) / "aligner_config.json").is_file():
-            raise ValueError(f"aligner: {self.aligner} is not an Aligner folder (no aligner_config.json)")
         try:
             inspect_template(self.template)
         except UserError as e:
@@ -361,6 +359,8 @@ def train(cfg: Config, callbacks=()) -> Path:
     from lightalign.aligner.data import load_triples, triples_with_stats
 
     started = time.perf_counter()
+    if cfg.aligner and not (Path(cfg.aligner) / "aligner_config.json").is_file():
+        raise UserError(f"aligner: {cfg.aligner} is not an Aligner folder (no aligner_config.json)")
     out, _, done = runs.prepare_run(cfg, "inspector")
     if done:
         runs.notice(f"{out}: already complete (metrics.json present); skipping")

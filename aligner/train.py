@@ -102,6 +102,9 @@ class Config:
     lora: AlignerLoraSection = field(default_factory=AlignerLoraSection)
     training: AlignerTrainingSection = field(default_factory=AlignerTrainingSection)
     resume: Literal["auto", "never"] = "auto"  # auto: finished stages and committed checkpoints are reused
+    # keys of an inspector recipe (lightalign.aligner.inspector_train; model and data default to this
+    # recipe's): after the Aligner, train its gate from the same triples into <output_dir>/inspector
+    inspector: Optional[dict] = None
 
     def validate(self):
         from lightalign.aligner.templates import get_template
@@ -127,6 +130,37 @@ class Config:
             get_template(self.template)
         except UserError as e:
             raise ValueError(f"template: {e}") from None
+        if self.inspector is not None:
+            inspector_config(self)
+
+
+def inspector_config(cfg: Config):
+    """The inspector recipe an Aligner recipe's `inspector:` section stands for, validated (a bad key is
+    named as inspector.<key>): the Aligner's base and triples unless the section says otherwise."""
+    from lightalign.aligner import inspector_train
+    from lightalign.config import from_dict
+
+    section = dict(cfg.inspector)
+    m = cfg.model
+    model = {"name_or_path": m.name_or_path, "compute_dtype": m.compute_dtype, "revision": m.revision,
+             "trust_remote_code": m.trust_remote_code, "allow_pickle": m.allow_pickle, **(section.pop("model", None) or {})}
+    d = cfg.data
+    data = {"path": d.path, "hub_id": d.hub_id, "hub_config": d.hub_config, "split": d.split, "schema": d.schema,
+            "preference": d.preference, "keep_unsafe_pairs": d.keep_unsafe_pairs, "max_length": d.max_length,
+            **(section.pop("data", None) or {})}
+    try:
+        return from_dict(inspector_train.Config, {"model": model, "data": data, "aligner": cfg.output_dir,
+                                                  "resume": cfg.resume, **section}, source="inspector")
+    except UserError as e:
+        raise ValueError(str(e).replace("inspector: unknown key '", "unknown key 'inspector.")
+                         .replace("inspector: field '", "field 'inspector.")) from None
+
+
+def _train_inspector(cfg: Config) -> None:
+    if cfg.inspector is not None and distributed.is_main():
+        from lightalign.aligner import inspector_train
+
+        inspector_train.train(inspector_config(cfg))
 
 
 # ------------------------------------------------------------------------------------ data
@@ -302,6 +336,7 @@ def train(cfg: Config, callbacks=()) -> Path:
     out, _, done = runs.prepare_run(cfg, "aligner")
     if done:
         runs.notice(f"{out}: already complete (metrics.json present); skipping")
+        _train_inspector(cfg)
         return out
     set_seed(cfg.training.seed)
     template = get_template(cfg.template)
@@ -373,4 +408,5 @@ def train(cfg: Config, callbacks=()) -> Path:
             shutil.rmtree(ckpt, ignore_errors=True)
         if ckpts.is_dir() and not any(ckpts.iterdir()):
             ckpts.rmdir()
+    _train_inspector(cfg)
     return out

@@ -217,3 +217,24 @@ def test_eval_reports_how_many_answers_the_gate_passed(gated_aligner):
     assert _gate_stats(triples, fixed) == {"gate_pass_rate": 1.0, "gate_missed_rate": 1.0}
     plain = correct_pairs(Aligner.from_pretrained(gated_aligner, gate=False), PAIRS)
     assert not any("gate_passed" in c for c in plain) and _gate_stats(triples, plain) == {}
+
+
+def test_aligner_recipe_trains_its_inspector(tmp_path, tiny_model_dir):
+    from lightalign.training import load_recipe
+
+    data = tmp_path / "triples.jsonl"
+    data.write_text("".join(json.dumps(t) + "\n" for t in _triples()))
+    recipe = {"method": "aligner", "model": {"name_or_path": str(tiny_model_dir)},
+              "data": {"path": str(data), "max_length": 160}, "output_dir": str(tmp_path / "aligner"),
+              "template": "chat-v2", "max_new_tokens": 8, "identity": {"share": 0},
+              "training": {"max_steps": 2, "batch_size": 8, "progress": False},
+              "inspector": {"template": "inspect-plain", "gate": "inspector", "data": {"eval_share": 0.25}}}
+    path = tmp_path / "aligner.yaml"
+    path.write_text(yaml.safe_dump(recipe))
+    out = load_recipe(path).train()
+    metrics = json.loads((out / "inspector" / "metrics.json").read_text())
+    assert metrics["inspector"]["heldout"]["n"] == 15 and metrics["gate"]["kind"] == "inspector"
+    assert isinstance(Aligner.from_pretrained(out).gate, Inspector)
+    recipe["inspector"]["tresh"] = 0.3
+    path.write_text(yaml.safe_dump(recipe))
+    assert main(["train", str(path)]) == 2
