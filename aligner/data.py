@@ -28,9 +28,14 @@ def load_triples(source, schema: str = "auto", preference: str = "safer", max_ro
     return triples_with_stats(source, schema, preference, max_rows, keep_unsafe_pairs)[0]
 
 
-def identity_rows(triples: Iterable[dict], share: float, seed: int = 0) -> list[dict]:
-    """Residual learning's warm-up data: a `share` of the rows as Q-A-A (the correction is the answer)."""
+def identity_rows(triples: Iterable[dict], share: float, seed: int = 0, source: str = "all") -> list[dict]:
+    """Residual learning's warm-up data: a `share` of the rows as Q-A-A (the correction is the answer).
+    source "all" draws from every row, as the Aligner paper does; "unchanged" only from rows whose
+    correction already equals the answer, so the warm-up never teaches copying an answer the second
+    stage will rewrite (a harmful compliance)."""
     triples = [t for t in triples if t["answer"].strip()]
+    if source == "unchanged":
+        triples = [t for t in triples if " ".join(t["answer"].split()) == " ".join(t["correction"].split())]
     k = round(len(triples) * share)
     picked = random.Random(seed).sample(triples, k) if k else []
     return [{"question": t["question"], "answer": t["answer"], "correction": t["answer"]} for t in picked]

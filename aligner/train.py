@@ -77,6 +77,7 @@ class IdentitySection:
     share: float = 0.2  # fraction of rows turned into Q-A-A for the warm-up stage (0 disables it)
     epochs: float = 1.0
     lr: Optional[float] = None  # default: training.lr
+    source: Literal["all", "unchanged"] = "all"  # unchanged: only rows the correction leaves as they are
 
 
 @dataclass
@@ -370,7 +371,7 @@ def train(cfg: Config, callbacks=()) -> Path:
         if id_done:
             log["identity"] = json.loads((id_dir / runs.STAGE_DONE).read_text(encoding="utf-8"))
         else:
-            ident = identity_rows(triples, cfg.identity.share, cfg.training.seed)
+            ident = identity_rows(triples, cfg.identity.share, cfg.training.seed, cfg.identity.source)
             log["identity"] = _run_stage(cfg, model, tokenizer, arch, encoded(ident), None, id_dir,
                                          cfg.identity.epochs, cfg.identity.lr or cfg.training.lr, callbacks)
             if distributed.is_main():

