@@ -7,6 +7,8 @@ holding every part, e.g.
     adapter: /models/adapters/dpo      # PEFT adapter for that base; none (or unset) = no adapter column
     aligner: /models/aligner           # Aligner folder; none (or unset) = no correction columns
     examples: /data/prompts.jsonl      # rows with "prompt" and optionally "kind"
+    examples_group_by: set             # the rows' field the page groups examples by (default: kind)
+    examples_titles: {harmbench: HarmBench}   # a group's title (default: its value, capitalized)
     judge: mypackage.judges:make_judge # optional rule judge (see lightalign.plugins)
     judge_options: {threshold: 3}
     rewrites: [polite, typo, {name: hey, template: "Hey, {prompt}"}]   # rewording rules (unset = built-ins)
@@ -49,7 +51,11 @@ class AppConfig:
     concurrency_limit: int = 1          # generations at once, shared by every model-bound event
     max_queue: int = 16                 # requests waiting beyond that are turned away
     examples: str | None = None         # JSONL/JSON rows with "prompt" and optionally "kind"
-    examples_per_kind: int = 3          # how many the page shows per kind
+    examples_per_kind: int = 3          # how many the page shows per group
+    # the rows' field the examples are grouped by (one column of examples per value), and the groups'
+    # titles: a track whose rows say both "kind" (harmful/safe) and "set" (harmbench/edgy/benign) picks
+    examples_group_by: str = "kind"
+    examples_titles: dict[str, str] = field(default_factory=dict)   # value -> title; unset: capitalized
     judge: str | None = None            # "package.module:callable" returning a rule judge
     judge_options: dict[str, Any] = field(default_factory=dict)   # keyword arguments of that callable
     rewrites: list[Any] | None = None   # rewording rules as in eval's robustness.rewrites; None = built-ins
@@ -66,6 +72,11 @@ class AppConfig:
             raise ValueError(f"field 'port' must be a TCP port (0-65535), got {self.port}")
         if self.examples_per_kind < 0:
             raise ValueError("field 'examples_per_kind' must be >= 0")
+        if not self.examples_group_by.strip():
+            raise ValueError("field 'examples_group_by' must name a field of the example rows, got ''")
+        bad = [k for k, v in self.examples_titles.items() if not isinstance(v, str) or not v.strip()]
+        if bad:
+            raise ValueError(f"field 'examples_titles': the title of {bad[0]!r} must be non-empty text")
         if self.judge and not self.examples_path:
             raise ValueError("field 'judge' needs 'examples': the judge scores replies to the example prompts")
         if self.judge_options and not self.judge:

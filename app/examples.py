@@ -1,7 +1,8 @@
 """Example prompts for the page, and an optional rule judge for the replies to them.
 
 Examples come from a JSONL/JSON file of rows with "prompt" and optionally "kind" (the page shows a
-few per kind); other fields are kept for the judge. The judge is a plugin built by
+few per kind, or per value of another field: AppConfig.examples_group_by); other fields are kept
+for the judge. The judge is a plugin built by
 lightalign.plugins.build_judge: `name`, `metrics`, `score(records, replies)`. It needs a whole
 record (an expected value, a kind...), so a typed prompt gets a verdict only when it matches an
 example (same words, whatever the case and spacing).
@@ -14,7 +15,7 @@ from lightalign.io import read_records, require_fields
 from lightalign.plugins import build_judge
 
 MARKS = {True: "✓ yes", False: "✗ no"}
-NO_KIND = "Examples"  # title of the rows that carry no "kind"
+NO_KIND = "Examples"  # title of the rows that carry no value in the grouping field
 NO_RECORD = "*No judge for this prompt (the judge scores replies to the example prompts).*"
 
 
@@ -27,10 +28,13 @@ def prompt_key(prompt: str) -> str:
 
 
 class Examples:
-    def __init__(self, records: list[dict] | None = None, judge=None, source: str = ""):
+    def __init__(self, records: list[dict] | None = None, judge=None, source: str = "",
+                 group_by: str = "kind", titles: dict[str, str] | None = None):
         self.records = list(records or [])
         self.judge = judge
         self.source = source
+        self.group_by = group_by
+        self.titles = dict(titles or {})
         self._by_prompt = {prompt_key(r["prompt"]): r for r in self.records}
 
     @classmethod
@@ -43,14 +47,18 @@ class Examples:
                 require_fields(row, ["prompt"], f"{path}:{line}")
                 records.append(row)
         judge = build_judge(cfg.judge, cfg.judge_options, "judge") if cfg.judge else None
-        return cls(records, judge, str(path) if path else "")
+        return cls(records, judge, str(path) if path else "", cfg.examples_group_by, cfg.examples_titles)
+
+    def title(self, value) -> str:
+        value = str(value if value is not None else "").strip()
+        return self.titles.get(value) or value.replace("_", " ").capitalize() or NO_KIND
 
     def groups(self, per_kind: int) -> dict[str, list[str]]:
-        """{title: prompts}, kinds in file order, each spread across its rows (not near-duplicates)."""
+        """{title: prompts}, groups (values of the `group_by` field) in file order, each spread across its
+        rows (not near-duplicates)."""
         by_kind: dict[str, list[str]] = {}
         for r in self.records:
-            kind = str(r.get("kind") or "").strip()
-            by_kind.setdefault(kind.replace("_", " ").capitalize() or NO_KIND, []).append(r["prompt"])
+            by_kind.setdefault(self.title(r.get(self.group_by)), []).append(r["prompt"])
         out = {}
         for title, prompts in by_kind.items():
             if per_kind:

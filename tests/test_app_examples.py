@@ -81,3 +81,30 @@ def test_bad_examples_files_name_the_file_and_line(tmp_path):
     listed = tmp_path / "ex.json"
     listed.write_text('[{"prompt": "one", "kind": "a"}, {"prompt": "two", "kind": "a"}]')
     assert Examples.from_config(AppConfig(examples=str(listed))).groups(5) == {"A": ["one", "two"]}
+
+
+def test_examples_grouped_by_another_field_with_titles(tmp_path):
+    rows = [{"prompt": "p1", "kind": "harmful", "set": "harmbench"}, {"prompt": "p2", "kind": "safe", "set": "edgy"},
+            {"prompt": "p3", "kind": "safe", "set": "benign"}, {"prompt": "p4", "kind": "safe"}]
+    assert Examples(rows).groups(3) == {"Harmful": ["p1"], "Safe": ["p2", "p3", "p4"]}  # by kind, as before
+    by_set = Examples(rows, group_by="set", titles={"harmbench": "HarmBench"})
+    assert by_set.groups(3) == {"HarmBench": ["p1"], "Edgy": ["p2"], "Benign": ["p3"], "Examples": ["p4"]}
+    path = tmp_path / "ex.yaml"
+    path.write_text("examples_group_by: set\nexamples_titles: {edgy: ''}\n")
+    from lightalign.config import load_config
+
+    with pytest.raises(UserError, match=r"ex.yaml.*examples_titles.*'edgy' must be non-empty"):
+        load_config(AppConfig, path)
+
+
+def test_the_real_tracks_app_config_offers_harmbench_edgy_and_benign_examples(tmp_path):
+    from lightalign.lab.real.track import app_config
+
+    rows = [{"prompt": f"{s} {i}", "kind": "harmful" if s == "harmbench" else "safe", "set": s, "source": s}
+            for s in ("harmbench", "edgy", "benign") for i in range(5)]
+    write_jsonl(tmp_path / "data" / "eval_prompts.jsonl", rows)
+    cfg = AppConfig(**app_config(tmp_path))
+    cfg.validate()
+    groups = Examples.from_config(cfg).groups(cfg.examples_per_kind)
+    assert list(groups) == ["HarmBench", "Edgy but benign", "Benign"]
+    assert all(p.startswith("edgy") for p in groups["Edgy but benign"])

@@ -316,9 +316,12 @@ def eval_config(cfg: TrackConfig, root: Path, judge_url: str | None = None, judg
 
 def app_config(root: Path) -> dict:
     """`lightalign app --config runs/real/app.yaml`: SmolLM2 base vs SFT+DPO adapter vs Aligner, side by
-    side, with held-out prompts of each kind as examples and the track's refusal judge."""
+    side, with held-out prompts of each set (HarmBench, edgy, benign) as examples and the track's refusal
+    judge. Examples are grouped by `set`: `kind` (harmful/safe) would mix edgy and benign prompts."""
     return {"base": sources.MODEL, "adapter": str(root / "adapters" / "dpo"), "aligner": str(root / "aligner"),
-            "examples": str(root / "data" / "eval_prompts.jsonl"), "judge": JUDGE, "max_new_tokens": 48}
+            "examples": str(root / "data" / "eval_prompts.jsonl"), "examples_group_by": "set",
+            "examples_titles": {"harmbench": "HarmBench", "edgy": "Edgy but benign", "benign": "Benign"},
+            "judge": JUDGE, "max_new_tokens": 48}
 
 
 def stage_report(cfg: TrackConfig, root: Path, log=print, judge_url=None, judge_model=None) -> dict:
