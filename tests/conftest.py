@@ -4,9 +4,11 @@ Models here are real transformers Llamas built from a config (hidden 64, 2 layer
 tests stay fast; tests that need a model that *knows* the world use `tiny_lab`, a small lab
 built and pre-trained once per session (marked slow by the tests that use it).
 
-A session that leaves a process running fails (`pytest_sessionfinish`): every process a test starts
-carries SESSION_MARK in its environment, so one orphaned to init (vLLM's EngineCore once outlived its
-server and held ~2 GB) is found too, killed and named.
+A session that leaves a process running fails (`pytest_sessionfinish`), naming and killing it. On Linux
+the session is a child subreaper, so a process orphaned by its parent (vLLM's EngineCore once outlived
+its server and held ~2 GB) is re-parented to pytest rather than to init and is found among its
+descendants; elsewhere the SESSION_MARK every started process inherits finds it (unless it rewrote its
+environment, as vLLM's retitled processes do).
 """
 
 from __future__ import annotations
@@ -23,8 +25,32 @@ SESSION_MARK = "LIGHTALIGN_TEST_SESSION"
 # the session's own id; a pytest run inside a test inherits it and leaves the check to this process
 os.environ.setdefault(SESSION_MARK, f"{os.getpid()}-{time.time_ns()}")
 OWNS_CHECK = os.environ[SESSION_MARK].startswith(f"{os.getpid()}-")
-# helpers of Python's multiprocessing that live as long as this interpreter and end with it
-INTERPRETER_HELPERS = ("multiprocessing.resource_tracker", "multiprocessing.forkserver")
+PR_SET_CHILD_SUBREAPER = 36
+
+
+def interpreter_helpers() -> set:
+    """Pids of this interpreter's own multiprocessing helpers, which live as long as it does."""
+    from multiprocessing import forkserver, resource_tracker
+
+    pids = {getattr(resource_tracker._resource_tracker, "_pid", None),
+            getattr(forkserver._forkserver, "_forkserver_pid", None)}
+    return {p for p in pids if p}
+
+
+def become_subreaper() -> None:
+    """Orphaned descendants re-parent to this process (Linux prctl), where leftover_processes sees them."""
+    import ctypes
+    import sys
+
+    if sys.platform.startswith("linux"):
+        try:
+            ctypes.CDLL(None, use_errno=True).prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
+        except (OSError, AttributeError):
+            pass
+
+
+if OWNS_CHECK:
+    become_subreaper()
 
 
 def leftover_processes() -> list:
@@ -41,10 +67,10 @@ def leftover_processes() -> list:
                 found[p.pid] = p
         except (psutil.Error, OSError):
             continue
-    alive = []
+    alive, helpers = [], interpreter_helpers()
     for p in found.values():
         try:
-            if p.status() != psutil.STATUS_ZOMBIE and not any(h in " ".join(p.cmdline()) for h in INTERPRETER_HELPERS):
+            if p.status() != psutil.STATUS_ZOMBIE and p.pid not in helpers:
                 alive.append(p)
         except psutil.Error:
             continue
@@ -186,3 +212,13 @@ def real_model_dir(real_cache):
     from lightalign.loading import resolve_model
 
     return Path(resolve_model(SMOLLM2))
+
+
+@pytest.fixture(scope="session")
+def real_small_track(real_model_dir, tmp_path_factory):
+    """(folder, printed output) of a small real track (`lightalign lab --real --small`), trained once per
+    session: tests/test_real_track.py checks it end to end, tests/test_app_real_browser.py serves its app.yaml."""
+    from helpers.real import build_small_track
+
+    root = tmp_path_factory.mktemp("real_track") / "real"
+    return root, build_small_track(root)
