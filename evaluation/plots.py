@@ -154,3 +154,28 @@ def costs(path: Path, tax: dict | None, aligner: dict | None, systems: list[str]
     fig.savefig(path, dpi=130)
     plt.close(fig)
     return path
+
+
+def tradeoff(path: Path, points: list[tuple[str, dict, dict]], title: str, xlabel: str, ylabel: str) -> Path:
+    """Systems on a two-rate plane (e.g. over-refusal vs harmful refused): points[i] = (label, x, y) with
+    x and y as {"mean", "lo", "hi"}; 95% intervals drawn as error bars on both axes."""
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(5.6, 4.6))
+    colors = system_colors([p[0] for p in points])
+    for label, x, y in points:
+        ax.errorbar(x["mean"], y["mean"], xerr=[[x["mean"] - x["lo"]], [x["hi"] - x["mean"]]],
+                    yerr=[[y["mean"] - y["lo"]], [y["hi"] - y["mean"]]], fmt="o", capsize=3, color=colors[label],
+                    label=label)
+        ax.annotate(label, (x["mean"], y["mean"]), xytext=(5, 5), textcoords="offset points", fontsize=8)
+    ax.set_xlim(-0.02, 1.02)
+    ax.set_ylim(-0.02, 1.02)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title, fontsize=10)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path

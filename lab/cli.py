@@ -17,7 +17,7 @@ HELP = ("Build the mini-lab (synthetic world + tiny base model), align it, and r
         "--real: the same for SmolLM2-135M-Instruct on real prompts.")
 
 STAGES = ["world", "base", "scores", "adapters", "diversity", "aligner", "weak2strong", "report"]
-REAL_STAGES = ["model", "data", "answers", "adapters", "aligner", "weak2strong", "report"]
+REAL_STAGES = ["model", "data", "answers", "adapters", "aligner", "weak2strong", "report", "sweep"]
 
 
 def add_arguments(p):

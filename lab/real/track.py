@@ -18,10 +18,10 @@ import yaml
 
 from lightalign.io import atomic_write_text, read_jsonl, write_json, write_jsonl
 from lightalign.lab.cache import build_atomically, read_key, stage_key
-from lightalign.lab.real import data, sources
+from lightalign.lab.real import data, sources, sweep
 from lightalign.lab.training import run_recipe
 
-STAGES = ["model", "data", "answers", "adapters", "aligner", "weak2strong", "report"]
+STAGES = ["model", "data", "answers", "adapters", "aligner", "weak2strong", "report", "sweep"]  # sweep: opt-in
 RECIPES = "smollm2"
 # As the recipes' model.compute_dtype: fp32 on CPUs, bf16 on GPUs that have it. On a 2-core AVX2 CPU bf16
 # generated at half the speed of fp32 (emulated); an AVX512-BF16 CPU is faster in bf16 (recipes/smollm2/sft.yaml).
@@ -380,6 +380,7 @@ def run(args) -> int:
         "aligner": lambda: stage_aligner(cfg, root),
         "weak2strong": lambda: stage_weak_to_strong(cfg, root),
         "report": lambda: stage_report(cfg, root, judge_url=args.judge_url, judge_model=args.judge_model),
+        "sweep": lambda: sweep.stage_sweep(cfg, root),
     }
     summary: dict = {"dir": str(root), "config": asdict(cfg), "stages": {}}
     t0 = time.time()
