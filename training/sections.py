@@ -166,7 +166,8 @@ def check_bounds(cfg, method: str) -> None:
 
     model = cfg.model.name_or_path
     config = bounds.model_config(model)
-    context = bounds.context_length(config)
+    # a seq2seq Aligner's data.max_length spans encoder and decoder; T5's n_positions is no hard limit
+    context = None if (config or {}).get("is_encoder_decoder") else bounds.context_length(config)
     bounds.check_length(cfg.data.max_length, "data.max_length", context, model)
     bounds.check_length(getattr(cfg, "max_new_tokens", None), "max_new_tokens", context, model)
     lora = getattr(cfg, "lora", None)
