@@ -77,13 +77,34 @@ def leftover_processes() -> list:
     return alive
 
 
-def describe(p) -> str:
+# pid -> the test after which a live descendant was first seen: names the test that left it
+first_seen: dict[int, str] = {}
+
+
+@pytest.fixture(autouse=True)
+def _note_new_processes(request):
+    """After each test, note descendants not seen before (cheap: pytest's own process tree)."""
+    yield
+    if not OWNS_CHECK:
+        return
     import psutil
 
     try:
-        return f"pid {p.pid} {p.name()} ({' '.join(p.cmdline())[:160]}), {p.memory_info().rss / 2**20:.0f} MiB"
+        for p in psutil.Process().children(recursive=True):
+            first_seen.setdefault(p.pid, request.node.nodeid)
     except psutil.Error:
-        return f"pid {p.pid} (gone)"
+        pass
+
+
+def describe(p) -> str:
+    import psutil
+
+    where = f", running after {first_seen[p.pid]}" if p.pid in first_seen else ""
+    try:
+        cmd = " ".join(p.cmdline())[:120].strip()
+        return f"pid {p.pid} {p.name()} ({cmd}), {p.memory_info().rss / 2**20:.0f} MiB{where}"
+    except psutil.Error:
+        return f"pid {p.pid} (gone){where}"
 
 
 def pytest_sessionfinish(session, exitstatus):
