@@ -128,6 +128,11 @@ def create_app(config: ServeConfig, upstream: Upstream, aligner: Correcter,
                 await sentences.stop()
             await batcher.stop()
             await upstream.stop()
+            # uvicorn re-raises SIGTERM once shutdown is done, so nothing after server.run() executes:
+            # the Aligner's engine (vLLM's engine process) is freed here or never
+            close = getattr(aligner, "close", None)
+            if close is not None:
+                close()
 
     app = FastAPI(title="lightalign serve", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
     app.state.config, app.state.batcher, app.state.upstream = config, batcher, upstream
