@@ -96,6 +96,10 @@ def _padded(rows: list[list[int]], pad_id: int, device):
     return ids.to(device), mask.to(device)
 
 
+def _sigmoid(z: float) -> float:
+    return 1.0 / (1.0 + math.exp(-z)) if z >= 0 else math.exp(z) / (1.0 + math.exp(z))  # no overflow
+
+
 # ---------------------------------------------------------------------------------------------- inspector
 class Inspector:
     """A trained inspector: `scores(pairs)` gives P(needs correcting) per (question, answer)."""
@@ -130,7 +134,7 @@ class Inspector:
         return out
 
     def scores(self, pairs, batch_size: int | None = None) -> list[float]:
-        return [1.0 / (1.0 + math.exp(-z)) for z in self.logits(pairs, batch_size)]
+        return [_sigmoid(z) for z in self.logits(pairs, batch_size)]
 
     @classmethod
     def from_pretrained(cls, path: str | Path, device: str | None = None, dtype=None, allow_pickle: bool = False,
