@@ -99,9 +99,10 @@ def _flag_headers(info: dict) -> dict:
 
 
 def create_app(config: ServeConfig, upstream: Upstream, aligner: Correcter,
-               prompt_limits: dict | None = None) -> FastAPI:
+               prompt_limits: dict | None = None, owns_aligner: bool = False) -> FastAPI:
     """`prompt_limits`: {"messages": PromptLimit, "question": PromptLimit} (see serve/limits.py and
-    serve/backends.prompt_limits); a prompt over a limit gets 400 context_length_exceeded."""
+    serve/backends.prompt_limits); a prompt over a limit gets 400 context_length_exceeded.
+    `owns_aligner`: the app closes the Aligner (its engine process, its connections) at shutdown."""
     config.validate()
     limits = prompt_limits or {}
     # the names this server answers to: a configured upstream model, else any (the upstream decides)
@@ -130,9 +131,8 @@ def create_app(config: ServeConfig, upstream: Upstream, aligner: Correcter,
             await upstream.stop()
             # uvicorn re-raises SIGTERM once shutdown is done, so nothing after server.run() executes:
             # the Aligner's engine (vLLM's engine process) is freed here or never
-            close = getattr(aligner, "close", None)
-            if close is not None:
-                close()
+            if owns_aligner and hasattr(aligner, "close"):
+                aligner.close()
 
     app = FastAPI(title="lightalign serve", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
     app.state.config, app.state.batcher, app.state.upstream = config, batcher, upstream

@@ -157,7 +157,8 @@ def run(args) -> int:
         log.warning("binding %s without an API key: anyone who can reach this port can use it", cfg.host)
     log.info("upstream: %s; aligner: %s; clients: %s", where, args.aligner,
              "Bearer key required" if cfg.api_key else "no key required")
-    app = create_app(cfg, upstream, aligner, prompt_limits=backends.prompt_limits(upstream, aligner))
+    app = create_app(cfg, upstream, aligner, prompt_limits=backends.prompt_limits(upstream, aligner),
+                     owns_aligner=True)
     print(f"OpenAI-compatible endpoint: http://{cfg.host}:{cfg.port}/v1", flush=True)
     server = uvicorn.Server(uvicorn.Config(app, log_level="info", limit_concurrency=256, timeout_keep_alive=5,
                                            server_header=False, timeout_graceful_shutdown=SHUTDOWN_GRACE_S))
