@@ -120,13 +120,6 @@ class System:
         if self.aligner_mode == "guided" and self.kind not in ("aligner", "adapter+aligner"):
             raise ValueError(f"{where}: aligner_mode 'guided' continues a local upstream from the corrected "
                              f"prefix: kinds aligner and adapter+aligner only, not {self.kind!r}")
-        if self.aligner_mode not in ("whole", "sentence", "guided"):
-            raise ValueError(f"{where}: aligner_mode must be whole, sentence or guided, got {self.aligner_mode!r}")
-        if self.aligner_mode != "whole" and not self.aligner:
-            raise ValueError(f"{where}: aligner_mode is set but the system has no 'aligner'")
-        if self.aligner_mode == "guided" and self.kind not in ("aligner", "adapter+aligner"):
-            raise ValueError(f"{where}: aligner_mode 'guided' continues a local upstream from the corrected "
-                             f"prefix: kinds aligner and adapter+aligner only, not {self.kind!r}")
         if self.aligner_engine != "native" and not self.aligner:
             raise ValueError(f"{where}: aligner_engine is set but the system has no 'aligner'")
         if self.aligner_engine == "remote" and not self.aligner_engine_options.get("url"):
