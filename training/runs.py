@@ -67,10 +67,13 @@ def _flatten(d: dict, prefix: str = "") -> dict:
     return out
 
 
+# what a finished run leaves beside metrics.json: an adapter, a model, or an inspector's head
+WEIGHTS = ("adapter_model.safetensors", "model.safetensors", "score.safetensors")
+
+
 def is_complete(out_dir: str | Path) -> bool:
     out_dir = Path(out_dir)
-    return (out_dir / METRICS).exists() and ((out_dir / "adapter_model.safetensors").exists()
-                                             or (out_dir / "model.safetensors").exists())
+    return (out_dir / METRICS).exists() and any((out_dir / name).exists() for name in WEIGHTS)
 
 
 def read_metrics(out_dir: str | Path) -> dict:
