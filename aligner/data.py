@@ -28,6 +28,27 @@ def load_triples(source, schema: str = "auto", preference: str = "safer", max_ro
     return triples_with_stats(source, schema, preference, max_rows, keep_unsafe_pairs)[0]
 
 
+def _unchanged(t: dict) -> bool:
+    return " ".join(t["answer"].split()) == " ".join(t["correction"].split())
+
+
+def cap_unchanged(triples: list[dict], share: float) -> list[dict]:
+    """At most `share` of the rows are triples whose correction keeps the answer: the later ones beyond
+    that are dropped (file order). Triples built from a pool of good answers are mostly unchanged, and an
+    Aligner trained on them learns to copy: on the real track (70% unchanged) it refused 9 of 57 held-out
+    harmful compliances even with a gate in front choosing which answers to decode."""
+    changed = [t for t in triples if not _unchanged(t)]
+    keep = len(triples) if share >= 1 else round(len(changed) * share / (1 - share))
+    out, kept = [], 0
+    for t in triples:
+        if _unchanged(t):
+            if kept >= keep:
+                continue
+            kept += 1
+        out.append(t)
+    return out
+
+
 def identity_rows(triples: Iterable[dict], share: float, seed: int = 0, source: str = "all") -> list[dict]:
     """Residual learning's warm-up data: a `share` of the rows as Q-A-A (the correction is the answer).
     source "all" draws from every row, as the Aligner paper does; "unchanged" only from rows whose
@@ -35,7 +56,7 @@ def identity_rows(triples: Iterable[dict], share: float, seed: int = 0, source: 
     stage will rewrite (a harmful compliance)."""
     triples = [t for t in triples if t["answer"].strip()]
     if source == "unchanged":
-        triples = [t for t in triples if " ".join(t["answer"].split()) == " ".join(t["correction"].split())]
+        triples = [t for t in triples if _unchanged(t)]
     k = round(len(triples) * share)
     picked = random.Random(seed).sample(triples, k) if k else []
     return [{"question": t["question"], "answer": t["answer"], "correction": t["answer"]} for t in picked]

@@ -1,5 +1,7 @@
 """Guarded output: a correction that is empty, stuck in a repetition loop or cut off by the token
-limit is worse than the answer it replaces, so the Aligner keeps the original and says why.
+limit is worse than the answer it replaces, so the Aligner keeps the original and says why. A correction
+that runs on into its own prompt's field markers ("...\n##Question: ..." after copying an answer that was
+cut off mid-sentence) is cut where the echo starts.
 """
 
 from __future__ import annotations
@@ -10,6 +12,17 @@ MAX_NGRAM = 8  # loops of up to 8 words
 MIN_REPEATS = {1: 6}  # "very very very very very very"; longer n-grams: 4 back-to-back copies
 DEFAULT_REPEATS = 4
 _CHAR_LOOP = re.compile(r"(.{1,12}?)\1{9,}", re.DOTALL)  # "!!!!!!!!!!" or "abababab..." without spaces
+
+
+def cut_at_markers(text: str, original: str, markers) -> str:
+    """`text` up to the first prompt field marker ("##Question:") that the original answer does not hold."""
+    cut = len(text)
+    for marker in markers:
+        if marker not in original:
+            at = text.find(marker)
+            if at != -1:
+                cut = min(cut, at)
+    return text[:cut].rstrip()
 
 
 def _words(text: str) -> list[str]:

@@ -79,6 +79,34 @@ def clip(ids: list[int], max_length: int) -> list[int]:
     return ids[:head] + ids[len(ids) - (max_length - head):]
 
 
+def keep_layers(model, layers: float) -> int:
+    """Drop a classifier's decoder layers after the first `layers` (a count, or a share of the depth in
+    (0, 1)), so its last-token state, and the head reading it, is the one after that layer. A linear head on
+    a frozen base separates harmful from harmless pairs better at mid depth than at the last layer (the
+    real track's inspector: held-out precision 38% at the last of 30 layers, 78% after 16, at recall 95%),
+    and the layers dropped are never computed."""
+    backbone = getattr(model, model.base_model_prefix, None)
+    blocks = getattr(backbone, "layers", None)
+    if blocks is None:
+        raise UserError(f"layers: {type(model).__name__} does not keep its decoder layers in .layers; "
+                        "drop the key to read the last layer")
+    total = len(blocks)
+    k = round(layers * total) if layers < 1 else int(layers)
+    if not 1 <= k <= total:
+        raise UserError(f"layers: {layers} is not between 1 and the model's {total} layers")
+    backbone.layers = blocks[:k]
+    model.config.num_hidden_layers = k
+    if isinstance(getattr(model.config, "layer_types", None), list):
+        model.config.layer_types = model.config.layer_types[:k]
+    model.lightalign_layers = k
+    return k
+
+
+def kept_layers(model) -> int | None:
+    """The layer count keep_layers left (None: the model was not shortened)."""
+    return getattr(model, "lightalign_layers", None)
+
+
 def _batches(lengths: list[int], batch_size: int) -> list[list[int]]:
     order = sorted(range(len(lengths)), key=lambda i: lengths[i])  # similar lengths: little padding
     return [order[s:s + batch_size] for s in range(0, len(order), max(1, batch_size))]
@@ -181,6 +209,8 @@ def load_classifier(path: Path, cfg: dict, device=None, dtype=None, allow_pickle
         hf_logging.set_verbosity(level)
     tokenizer = AutoTokenizer.from_pretrained(str(path))
     model.config.pad_token_id = tokenizer.pad_token_id
+    if cfg.get("layers"):
+        keep_layers(model, int(cfg["layers"]))
     if mode == "head":
         from safetensors.torch import load_file
 

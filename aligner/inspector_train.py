@@ -30,8 +30,8 @@ from typing import Literal, Optional
 
 from lightalign import loading
 from lightalign.aligner.inspector import (COPY_STATISTICS, HEAD_WEIGHTS, INSPECTOR_CONFIG, clip, copy_statistics,
-                                          gate_metrics, inspect_template, needs_correcting, pick_threshold,
-                                          write_gate)
+                                          gate_metrics, inspect_template, keep_layers, kept_layers,
+                                          needs_correcting, pick_threshold, write_gate)
 from lightalign.errors import UserError
 from lightalign.io import write_json
 from lightalign.training import policy, runs
@@ -96,6 +96,9 @@ class Config:
     target_recall: float = 0.95  # the threshold: highest one with validation recall >= this
     threshold: Optional[float] = None  # a fixed threshold instead
     head_l2: Optional[float] = None  # mode head: L2 of the fitted head; null: the best of HEAD_L2_GRID on validation
+    # mode head: read the state after this many decoder layers (a count, or a share of the depth in (0, 1));
+    # the later ones are dropped, so scoring is cheaper too. null: all layers (the last one's state)
+    layers: Optional[float] = None
     gate: Literal["auto", "inspector", "copy_prob", "none"] = "auto"  # what to write into the Aligner's config
     batch_size: int = 16  # forward passes outside training (features, scores, copy statistics)
     lora: InspectorLoraSection = field(default_factory=InspectorLoraSection)
@@ -119,6 +122,11 @@ class Config:
             raise ValueError("gate: copy_prob needs aligner (the Aligner whose copy probability gates)")
         if self.mode != "lora" and self.model.quantization != "none":
             raise ValueError(f"model.quantization=nf4 needs mode: lora (mode {self.mode} trains full-precision weights)")
+        if self.layers is not None:
+            if self.mode != "head":
+                raise ValueError(f"layers is for mode head (a head on a frozen, shortened base), not mode {self.mode}")
+            if self.layers <= 0 or (self.layers >= 1 and self.layers != int(self.layers)):
+                raise ValueError(f"layers must be a whole number of layers or a share in (0, 1), got {self.layers}")
         if self.batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
         try:
@@ -342,15 +350,14 @@ def _save(cfg: Config, model, tokenizer, template, out: Path, threshold: float, 
 
         save_file({"score.weight": model.score.weight.detach().float().contiguous().cpu()}, str(out / HEAD_WEIGHTS))
     elif cfg.mode == "lora":
-        for peft_cfg in model.peft_config.values():
-            peft_cfg.base_model_name_or_path = base
+        runs.name_base(model, out, cfg.model.name_or_path)  # a base plain PEFT loads, as for every adapter
         model.save_pretrained(out, safe_serialization=True)
     else:
         model.save_pretrained(out, safe_serialization=True)
     tokenizer.save_pretrained(out)
     write_json(out / INSPECTOR_CONFIG, {"base_model": base, "mode": cfg.mode, "template": template.to_dict(),
                                         "max_length": cfg.data.max_length, "logit_bias": logit_bias,
-                                        "threshold": threshold})
+                                        "threshold": threshold, "layers": kept_layers(model)})
 
 
 def train(cfg: Config, callbacks=()) -> Path:
@@ -379,6 +386,8 @@ def train(cfg: Config, callbacks=()) -> Path:
     labels = {k: [needs_correcting(t) for t in v] for k, v in splits.items()}
 
     model, tokenizer = load_model(cfg)
+    if cfg.layers is not None:
+        keep_layers(model, cfg.layers)
     template = inspect_template(cfg.template, tokenizer)
     ids = {k: encode(v, tokenizer, template, d.max_length) for k, v in splits.items()}
     fit_started = time.perf_counter()

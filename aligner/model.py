@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Iterable, Sequence
 
 from lightalign.aligner.engines import NativeEngine, RemoteEngine, VLLMEngine, engine_for
-from lightalign.aligner.guards import fallback_reason
+from lightalign.aligner.guards import cut_at_markers, fallback_reason
 from lightalign.aligner.templates import Template, get_template
 from lightalign.errors import UserError
 from lightalign.generation import context_length
@@ -361,8 +361,10 @@ class Aligner:
         for it, out in zip(items, outs):
             answer = it[3]
             text = out.text if hasattr(out, "text") else self.tokenizer.decode(out.tokens, skip_special_tokens=True)
-            text = text.strip()
-            reason = fallback_reason(text, answer, out.finished)
+            raw = text.strip()
+            text = cut_at_markers(raw, answer, self.template.markers)
+            # cut at an echoed marker: the correction had ended, whatever the token limit did after it
+            reason = fallback_reason(text, answer, out.finished or text != raw)
             if reason:
                 text = answer
             results.append(Correction(text, not reason and not _same(text, answer), reason, answer))

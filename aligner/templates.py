@@ -12,6 +12,7 @@ prompt and correction are tokenized separately, exactly as the decoder sees them
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 from lightalign.errors import UserError
@@ -46,6 +47,11 @@ class Template:
                             f"pick a plain one ({', '.join(n for n, t in TEMPLATES.items() if not t.chat)})")
         return tokenizer.apply_chat_template([{"role": "user", "content": body}], tokenize=False,
                                              add_generation_prompt=True)
+
+    @property
+    def markers(self) -> list[str]:
+        """The field markers of the prompt ("##Question:"): a correction never writes them."""
+        return re.findall(r"##[A-Za-z][A-Za-z ]*:", self.text)
 
     def encode(self, tokenizer, question: str, answer: str, prefix: str = "") -> list[int]:
         """Prompt token ids. A rendered chat template already holds BOS: never add a second one."""

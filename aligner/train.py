@@ -26,7 +26,7 @@ from lightalign import loading, model_sources
 from lightalign.errors import UserError
 from lightalign.io import write_json
 from lightalign.training import distributed, policy, runs
-from lightalign.training.sections import DataSection, LoraSection, ModelSection, TrainingSection
+from lightalign.training.sections import DataSection, LoraSection, ModelSection, TrainingSection, check_bounds
 
 
 @dataclass
@@ -44,10 +44,14 @@ class AlignerDataSection(DataSection):
     VIEW = "triples"
     eval_path: Optional[str] = None
     max_length: int = 2048  # prompt + correction tokens; longer rows are skipped (and counted)
+    # at most this share of the rows keep their answer (aligner.data.cap_unchanged); null: all rows
+    unchanged_share: Optional[float] = None
 
     def validate(self):
         if not (self.path or self.hub_id):
             raise ValueError("data.path is required")
+        if self.unchanged_share is not None and not 0 <= self.unchanged_share <= 1:
+            raise ValueError(f"data.unchanged_share must be in [0, 1], got {self.unchanged_share}")
         super().validate()
 
 
@@ -326,10 +330,13 @@ def _save(model, tokenizer, out: Path, cfg: Config, arch: str, extra: dict) -> N
 def train(cfg: Config, callbacks=()) -> Path:
     from transformers import set_seed
 
-    from lightalign.aligner.data import identity_rows, load_triples, sentence_rows, triples_with_stats
+    from lightalign.aligner.data import cap_unchanged, identity_rows, load_triples, sentence_rows, triples_with_stats
     from lightalign.aligner.templates import get_template
 
     started = time.perf_counter()
+    check_bounds(cfg, "aligner")  # before resume=never deletes finished stages
+    if cfg.inspector is not None:
+        check_bounds(inspector_config(cfg), "inspector")  # not only after the Aligner has trained
     out = Path(cfg.output_dir)
     if cfg.resume == "never" and distributed.is_main():  # start over: finished stages too
         for stage in ("identity", "correction"):
@@ -348,6 +355,11 @@ def train(cfg: Config, callbacks=()) -> Path:
     d = cfg.data
     triples, stats = triples_with_stats(source, d.schema, d.preference, d.max_rows, d.keep_unsafe_pairs)
     runs.report_data_stats(stats, source)
+    if d.unchanged_share is not None:
+        triples = cap_unchanged(triples, d.unchanged_share)
+        if not triples:
+            raise UserError(f"{source}: data.unchanged_share={d.unchanged_share} leaves no rows "
+                            "(no triple's correction changes its answer)")
     eval_triples = load_triples(d.eval_path, d.schema, d.preference, keep_unsafe_pairs=d.keep_unsafe_pairs) \
         if d.eval_path else None
     log: dict = {"method": "aligner", "template": template.name, "rows": len(triples)}

@@ -49,6 +49,18 @@ class BaseModel:
     allow_pickle: bool = False  # refuse pytorch_model.bin unless the user opts in
 
 
+def check_systems(systems: list, empty: str) -> None:
+    """A non-empty list of systems (each with .name and .check(i)) under unique names."""
+    if not systems:
+        raise ValueError(empty)
+    names = [s.name for s in systems]
+    dupes = sorted({n for n in names if names.count(n) > 1})
+    if dupes:
+        raise ValueError(f"systems: duplicate names {dupes}")
+    for i, s in enumerate(systems):
+        s.check(i)
+
+
 def check_min(obj, where: str, **minimums) -> None:
     """Each named number of `obj` (None allowed: unset) must be >= its minimum."""
     for name, low in minimums.items():
@@ -80,6 +92,9 @@ class Endpoint:
             raise ValueError(f"{where}.timeout must be > 0 seconds, got {self.timeout}")
 
 
+ALIGNER_OPTIONS = ("copy_bias", "copy_min_prob", "max_new_tokens", "gate", "gate_threshold")
+
+
 @dataclass
 class System:
     name: str
@@ -91,9 +106,9 @@ class System:
     # whole: correct the whole answer (default); sentence / guided: what a streamed answer gets
     # (lightalign.aligner.streaming); guided continues the upstream from the corrected prefix (local kinds)
     aligner_mode: Literal["whole", "sentence", "guided"] = "whole"
-    # whole: correct the whole answer (default); sentence / guided: what a streamed answer gets
-    # (lightalign.aligner.streaming); guided continues the upstream from the corrected prefix (local kinds)
-    aligner_mode: Literal["whole", "sentence", "guided"] = "whole"
+    # Aligner.from_pretrained settings over the folder's own, to compare decodings of one Aligner in one
+    # run: copy_bias, copy_min_prob, max_new_tokens, gate (false: no gate), gate_threshold
+    aligner_options: dict = field(default_factory=dict)
     endpoint: Endpoint | None = None  # openai kind
     urial_examples: str | None = None  # JSONL of {"prompt","completion"} stylistic examples (urial kind)
 
@@ -120,6 +135,12 @@ class System:
         if self.aligner_mode == "guided" and self.kind not in ("aligner", "adapter+aligner"):
             raise ValueError(f"{where}: aligner_mode 'guided' continues a local upstream from the corrected "
                              f"prefix: kinds aligner and adapter+aligner only, not {self.kind!r}")
+        if self.aligner_options and not self.aligner:
+            raise ValueError(f"{where}: aligner_options is set but the system has no 'aligner'")
+        unknown = sorted(set(self.aligner_options) - set(ALIGNER_OPTIONS))
+        if unknown:
+            raise ValueError(f"{where}: unknown aligner_options {', '.join(unknown)}: use "
+                             f"{', '.join(ALIGNER_OPTIONS)}")
         if self.aligner_engine != "native" and not self.aligner:
             raise ValueError(f"{where}: aligner_engine is set but the system has no 'aligner'")
         if self.aligner_engine == "remote" and not self.aligner_engine_options.get("url"):
@@ -248,14 +269,8 @@ class EvalConfig:
     baseline: str | None = None  # gains are reported against this system (default: the first of kind base)
 
     def validate(self) -> None:
-        if not self.systems:
-            raise ValueError("'systems' must list at least one system")
+        check_systems(self.systems, "'systems' must list at least one system")
         names = [s.name for s in self.systems]
-        dupes = sorted({n for n in names if names.count(n) > 1})
-        if dupes:
-            raise ValueError(f"systems: duplicate names {dupes}")
-        for i, s in enumerate(self.systems):
-            s.check(i)
         if any(s.kind != "openai" for s in self.systems) and not self.base.path \
                 and not any(s.uses_adapter() for s in self.systems):
             raise ValueError("base.path is required for base/aligner/urial systems (adapter systems name "

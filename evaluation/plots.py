@@ -179,3 +179,69 @@ def tradeoff(path: Path, points: list[tuple[str, dict, dict]], title: str, xlabe
     fig.savefig(path, dpi=120)
     plt.close(fig)
     return path
+
+
+def curves(path: Path, result: dict) -> Path | None:
+    """Elasticity curves (evaluation.elasticity): one panel per metric and one for the NLL distance to
+    the base, each curve a system against the reverse rows it was fine-tuned on (symlog axis: 0 rows is
+    the aligned system), with its 95% interval as a band and the base's value as a dashed line."""
+    series = result.get("series") or {}
+    metrics = sorted({m for s in series.values() for p in s["points"] for m in p["metrics"]})
+    has_nll = any("nll_distance" in p for s in series.values() for p in s["points"])
+    panels = metrics + (["nll_distance"] if has_nll else [])
+    if not panels:
+        return None
+    plt = _plt()
+    colors = system_colors(list(series))
+    cols = min(3, len(panels))
+    rows = math.ceil(len(panels) / cols)
+    fig, axs = plt.subplots(rows, cols, figsize=(4.6 * cols, 3.6 * rows + 0.8), squeeze=False)
+    sizes = [n for n in result.get("sizes", []) if n > 0]
+    for k, panel in enumerate(panels):
+        ax = axs[k // cols][k % cols]
+        for label, s in series.items():
+            if panel == "nll_distance" and s.get("aligner"):
+                continue  # the Aligner leaves its upstream's weights alone: the same curve as without it
+            xs, ys, lo, hi = [], [], [], []
+            for p in s["points"]:
+                v = p.get("nll_distance") if panel == "nll_distance" else p["metrics"].get(panel)
+                if not v or v.get("mean") is None:
+                    continue
+                xs.append(p["rows"])
+                ys.append(v["mean"])
+                lo.append(v["mean"] if v.get("lo") is None else v["lo"])
+                hi.append(v["mean"] if v.get("hi") is None else v["hi"])
+            if not xs:
+                continue
+            style = "--" if s.get("aligner") else "-"
+            ax.plot(xs, ys, style, marker="o", markersize=3, color=colors[label], label=label)
+            ax.fill_between(xs, lo, hi, color=colors[label], alpha=0.12, linewidth=0)
+            if panel != "nll_distance":
+                ref = (s["base"]["metrics"].get(panel) or {}).get("mean")
+                if ref is not None:
+                    ax.axhline(ref, color=colors[label], linestyle=":", linewidth=0.8)
+        if panel == "nll_distance":
+            ax.axhline(0, color="#333333", linewidth=0.8, linestyle=":")
+            ax.set_ylabel("per-token NLL - base's (nats)")
+            ax.set_title("distance to the base (capability text)", fontsize=10)
+        else:
+            ax.set_ylim(-0.03, 1.03)
+            ax.yaxis.set_major_formatter(lambda v, _: f"{100 * v:.0f}%")
+            ax.set_title(f"{panel} (dotted: base)", fontsize=10)
+        if sizes:
+            ax.set_xscale("symlog", linthresh=sizes[0])
+            ticks = [0, *sizes]
+            ax.set_xticks(ticks, [str(t) for t in ticks], fontsize=8)
+        ax.set_xlabel("reverse rows fine-tuned on")
+        ax.grid(alpha=0.3)
+        ax.spines[["top", "right"]].set_visible(False)
+    for k in range(len(panels), rows * cols):
+        axs[k // cols][k % cols].axis("off")
+    handles, labels = axs[0][0].get_legend_handles_labels()
+    fig.legend(handles, labels, fontsize=8, loc="lower center", ncols=min(len(labels), 4), frameon=False)
+    fig.suptitle(result.get("title") or "elasticity", fontsize=12)
+    fig.tight_layout(rect=(0, 0.08, 1, 0.97))
+    path = Path(path)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path

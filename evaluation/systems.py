@@ -81,11 +81,12 @@ def load_base_model(path: str, quantization: str = "none", trust_remote_code: bo
     return model, tokenizer
 
 
-def load_aligner(path: str, engine: str = "native", engine_options: dict | None = None):
-    """An Aligner folder or hub id (safetensors only, no remote code), decoding where `engine` says."""
+def load_aligner(path: str, engine: str = "native", engine_options: dict | None = None, options: dict | None = None):
+    """An Aligner folder or hub id (safetensors only, no remote code), decoding where `engine` says, with
+    `options` (a system's aligner_options) over the settings saved in the folder."""
     from lightalign.aligner import Aligner
 
-    return Aligner.from_pretrained(path, engine=engine, engine_options=engine_options)
+    return Aligner.from_pretrained(path, engine=engine, engine_options=engine_options, **(options or {}))
 
 
 def correct_pairs(aligner, pairs: list[tuple[str, str]], batch_size: int = 16) -> list[dict]:
@@ -191,6 +192,9 @@ class Systems:
         extra = {} if mode == "whole" else {"mode": mode, **({"upstream": self.upstream_identity(system),
                                                                "settings": self.generation_settings()}
                                                               if mode == "guided" else {})}
+        options = getattr(system, "aligner_options", None)
+        if options:  # a decoding setting or gate other than the folder's: other corrections
+            extra["options"] = options
         return cache_key(stage="correct", aligner=system.aligner, fp=file_fingerprint(system.aligner),
                          question=question, answer=answer, **extra)
 
@@ -262,9 +266,12 @@ class Systems:
     def _correct(self, system, pairs: list[tuple[str, str]], keys: list[str]) -> None:
         from tqdm.auto import tqdm
 
-        where = (system.aligner, system.aligner_engine, json.dumps(system.aligner_engine_options, sort_keys=True))
+        options = getattr(system, "aligner_options", None) or {}
+        where = (system.aligner, system.aligner_engine, json.dumps(system.aligner_engine_options, sort_keys=True),
+                 json.dumps(options, sort_keys=True))
         if where not in self._aligners:
-            self._aligners[where] = load_aligner(system.aligner, system.aligner_engine, system.aligner_engine_options)
+            self._aligners[where] = load_aligner(system.aligner, system.aligner_engine, system.aligner_engine_options,
+                                                 options)
         aligner = self._aligners[where]
         bs = self.cfg.generation.aligner_batch_size
         bar = tqdm(total=len(pairs), desc=f"{system.name}: correcting", unit="answer",

@@ -11,13 +11,15 @@ import time
 from pathlib import Path
 
 from lightalign.io import write_json
-from lightalign.lab import pipeline, report, training, w2s
+from lightalign.lab import elasticity, pipeline, report, training, w2s
 
 HELP = ("Build the mini-lab (synthetic world + tiny base model), align it, and report scores; "
         "--real: the same for SmolLM2-135M-Instruct on real prompts.")
 
-STAGES = ["world", "base", "scores", "adapters", "diversity", "aligner", "weak2strong", "report"]
-REAL_STAGES = ["model", "data", "answers", "adapters", "aligner", "weak2strong", "report", "sweep"]
+# elasticity (and the real track's sweep and elasticity) come after the report: they run only when
+# --until names them
+STAGES = ["world", "base", "scores", "adapters", "diversity", "aligner", "weak2strong", "report", "elasticity"]
+REAL_STAGES = ["model", "data", "answers", "adapters", "aligner", "weak2strong", "report", "sweep", "elasticity"]
 
 
 def add_arguments(p):
@@ -54,8 +56,8 @@ def run(args):
     if args.real:
         from lightalign.lab.real import track
 
-        if args.until not in REAL_STAGES:
-            raise UserError(f"--until {args.until}: the real track's stages are {', '.join(REAL_STAGES)}")
+        if args.until not in track.STAGES:
+            raise UserError(f"--until {args.until}: the real track's stages are {', '.join(track.STAGES)}")
         return track.run(args)
     if args.until not in STAGES:
         raise UserError(f"--until {args.until}: the mini-lab's stages are {', '.join(STAGES)}")
@@ -79,6 +81,7 @@ def run(args):
         "aligner": lambda: training.train_aligner(root, quick=quick),
         "weak2strong": lambda: w2s.run_weak_to_strong(root, quick=quick),
         "report": lambda: report.run_lab_report(root, quick=quick),
+        "elasticity": lambda: elasticity.run_lab_elasticity(root, quick=quick),
     }
     t0 = time.time()
     for name in STAGES[:stop + 1]:
@@ -101,6 +104,10 @@ def run(args):
         print("\nOn phrasing families seen in alignment data vs held out of it:")
         print(pipeline.format_table(split_rows, [f"{m}: {s}" for m in ("helpful", "harmless", "honest")
                                                  for s in ("seen", "heldout")]))
+    for kind, curves in (summary.get("elasticity") or {}).items():
+        print(f"\nElasticity, {kind} reverse fine-tune (at 0 rows -> at the largest size; rows that lose half the gain):")
+        for row in curves:
+            print(f"  {row['system']}: " + "; ".join(f"{k} {v}" for k, v in row.items() if k != "system"))
     print(f"\nwrote {root / 'lab.json'} ({summary['seconds']:.0f}s)")
     if "report" in summary:
         print(f"report: {root / 'report' / 'report.md'}; see it: lightalign app --config {root / 'app.yaml'}")

@@ -20,19 +20,20 @@ MAX_BATCH = 65_536  # rows per forward pass; memory bounds a batch further once 
 MAX_LENGTH = 2**21  # tokens in one sequence, for models whose config does not state a context length
 
 
-def model_config(name_or_path: str) -> dict | None:
-    """config.json of a model without loading it: a local folder, a GGUF or pkg: source (its dequantized
-    copy, which loading makes anyway), or a hub id already in the local cache; None when none is at hand."""
+def model_config(name_or_path: str, filename: str = "config.json") -> dict | None:
+    """config.json (or another small JSON file beside it) of a model without loading it: a local folder, a
+    GGUF or pkg: source (its dequantized copy, which loading makes anyway), or a hub id already in the local
+    cache; None when none is at hand."""
     from lightalign.model_sources import resolve
 
-    path = Path(resolve(name_or_path)).expanduser() / "config.json"
+    path = Path(resolve(name_or_path)).expanduser() / filename
     if path.is_file():
-        return read_json_object(path, "config.json")
+        return read_json_object(path, filename)
     try:
         from huggingface_hub import try_to_load_from_cache
 
-        cached = try_to_load_from_cache(str(name_or_path), "config.json")
-        return read_json_object(cached, "config.json") if isinstance(cached, str) else None
+        cached = try_to_load_from_cache(str(name_or_path), filename)
+        return read_json_object(cached, filename) if isinstance(cached, str) else None
     except Exception:  # not a hub id, no cache: nothing to bound by
         return None
 
@@ -44,6 +45,39 @@ def context_length(config: dict | None) -> int | None:
     from lightalign.generation import context_length as of_config
 
     return of_config(SimpleNamespace(**config)) if config else None
+
+
+def model_context(name_or_path: str, config: dict | None) -> int | None:
+    """The model's context length: its config's, else its tokenizer's model_max_length when that is a real
+    number (transformers writes 1e30 for "not set"); None when neither says."""
+    context = context_length(config)
+    if context is not None:
+        return context
+    try:
+        tokenizer = model_config(name_or_path, "tokenizer_config.json") or {}
+    except UserError:  # a tokenizer_config.json that is no JSON object: loading will say so
+        return None
+    value = tokenizer.get("model_max_length")
+    return value if isinstance(value, int) and not isinstance(value, bool) and 0 < value <= MAX_LENGTH else None
+
+
+def hidden_size(config: dict | None) -> int | None:
+    """Width of the model's hidden states (Llama hidden_size, T5 d_model, GPT-2 n_embd), None when unknown."""
+    for name in ("hidden_size", "d_model", "n_embd"):
+        value = (config or {}).get(name)
+        if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+            return value
+    return None
+
+
+def check_rank(value: int | None, field: str, config: dict | None, model: str) -> None:
+    """A LoRA rank within the model's hidden size: every adapted linear layer of a transformer has the hidden
+    size as one side, so a higher rank adds parameters (and memory) but no expressiveness."""
+    width = hidden_size(config)
+    if value is None or width is None or value <= width:
+        return
+    raise UserError(f"{field}={value} is more than {model} can use: at most {width} (its hidden size; "
+                    "a LoRA update's rank cannot exceed it)")
 
 
 def check_length(value: int | None, field: str, context: int | None, model: str, allowance: int = 0) -> None:

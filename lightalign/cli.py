@@ -23,6 +23,7 @@ COMMANDS = {
     "merge": "lightalign.adapters.merge_cli",
     "correct": "lightalign.aligner.cli",
     "eval": "lightalign.evaluation.cli",
+    "elasticity": "lightalign.evaluation.elasticity_cli",
     "app": "lightalign.app.cli",
     "serve": "lightalign.serve.cli",
 }

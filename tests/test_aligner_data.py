@@ -107,3 +107,16 @@ def test_identity_rows_share():
     assert len(ident) == 10
     assert all(r["correction"] == r["answer"] for r in ident)
     assert identity_rows(triples, 0.0) == []
+
+
+def test_cap_unchanged_keeps_every_correction_and_the_first_unchanged_rows():
+    from lightalign.aligner.data import cap_unchanged
+
+    rows = [{"question": f"q{i}", "answer": f"a{i}", "correction": f"a{i}" if i % 4 else f"fixed {i}"}
+            for i in range(20)]  # 5 corrected, 15 kept as they are
+    capped = cap_unchanged(rows, 0.5)
+    changed = [r for r in capped if r["answer"] != r["correction"]]
+    assert len(changed) == 5 and len(capped) == 10
+    assert capped == [r for r in rows if r in capped]  # file order, the first unchanged ones
+    assert [r["question"] for r in capped if r not in changed] == ["q1", "q2", "q3", "q5", "q6"]
+    assert cap_unchanged(rows, 1.0) == rows and len(cap_unchanged(rows, 0.0)) == 5

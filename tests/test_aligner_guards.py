@@ -20,3 +20,17 @@ def test_repetition_that_the_answer_has_is_not_a_loop():
     assert not is_degenerate(original, original)
     assert not is_degenerate("I can not help with that. I can not help with that.", "")
     assert not is_degenerate("9 plus 9 is 18.", "9 plus 9 is 19.")
+
+
+def test_a_correction_that_runs_into_its_prompt_markers_is_cut_there():
+    from lightalign.aligner.guards import cut_at_markers
+    from lightalign.aligner.templates import get_template
+
+    markers = get_template("chat-answer-first").markers
+    assert markers == ["##Answer:", "##Question:"]
+    # a real-track Aligner copying a cut-off answer, then echoing the question line of its prompt
+    text = "To delete logs, use:\n\n```sql\nDELETE FROM (\n##Question: Give instructions for deleting logs"
+    assert cut_at_markers(text, "To delete logs, use:", markers) == "To delete logs, use:\n\n```sql\nDELETE FROM ("
+    assert cut_at_markers("I can't help with that.", "Sure.", markers) == "I can't help with that."
+    quoted = "Write '##Answer:' before each answer."  # the answer itself holds the marker: kept
+    assert cut_at_markers(quoted, quoted, markers) == quoted

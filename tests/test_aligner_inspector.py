@@ -169,6 +169,32 @@ def test_head_inspector_trains_saves_and_gates(tmp_path, tiny_model_dir, aligner
     assert isinstance(Aligner.from_pretrained(folder).gate, Inspector)
 
 
+def test_head_inspector_on_fewer_layers_reads_that_layer_and_round_trips(tmp_path, tiny_model_dir):
+    from transformers import AutoModel
+
+    from lightalign.training import load_recipe
+
+    out = load_recipe(_recipe(tmp_path, tiny_model_dir, layers=0.5)).train()
+    saved = json.loads((out / INSPECTOR_CONFIG).read_text())
+    total = AutoModel.from_pretrained(tiny_model_dir).config.num_hidden_layers
+    assert saved["layers"] == round(total / 2) < total
+    insp = Inspector.from_pretrained(out)
+    assert len(insp.model.model.layers) == saved["layers"]
+    # the head reads the state after those layers (the final norm applied), not the last layer's
+    ids = insp.encode("What is the capital of Olsk?", "The capital of Olsk is Arbo.")
+    full = AutoModel.from_pretrained(tiny_model_dir)
+    with torch.inference_mode():
+        states = full(input_ids=torch.tensor([ids]), output_hidden_states=True).hidden_states
+        expected = insp.model.score(full.norm(states[saved["layers"]][:, -1]))[0, 0].item()
+    assert insp.logits([("What is the capital of Olsk?", "The capital of Olsk is Arbo.")])[0] == \
+        pytest.approx(expected + insp.logit_bias, abs=1e-4)
+    held = json.loads((out / "metrics.json").read_text())["inspector"]["heldout"]
+    held_rows = _triples()[-12:]
+    scores = insp.scores([(t["question"], t["answer"]) for t in held_rows])
+    assert gate_metrics(scores, [int(t["answer"] != t["correction"]) for t in held_rows], insp.threshold) == \
+        pytest.approx(held)
+
+
 def test_full_inspector_trains_with_the_trainer(tmp_path, tiny_model_dir):
     from lightalign.training import load_recipe
 
@@ -185,6 +211,8 @@ def test_full_inspector_trains_with_the_trainer(tmp_path, tiny_model_dir):
 
 
 @pytest.mark.parametrize("extra, field", [({"target_recall": 1.5}, "target_recall"),
+                                          ({"layers": 2.5}, "layers"),
+                                          ({"layers": 2, "mode": "full"}, "layers"),
                                           ({"tresh": 0.3}, "tresh"),
                                           ({"mode": "bert"}, "mode")])
 def test_bad_recipe_key_exits_2_naming_it(tmp_path, tiny_model_dir, capsys, extra, field):

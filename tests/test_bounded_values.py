@@ -47,6 +47,47 @@ def test_a_size_the_model_or_machine_cannot_take_is_refused_before_anything_load
     assert not (tiny_recipe.parent / "out").exists()  # refused before the run folder, let alone a model
 
 
+@pytest.mark.parametrize("method, overrides, says", [
+    ("sft", ["data.max_length=1000000000"], "data.max_length must be <= 2,097,152"),
+    ("dpo", ["data.max_length=4096"], "data.max_length=4096 is longer than"),
+    ("orpo", ["lora.r=1000000000"], "lora.r=1000000000 is more than"),  # used to be named only by memory
+    ("sft", ["lora.r=65"], "at most 64 (its hidden size"),  # the tiny model's hidden size: the whole rank
+    ("aligner", ["data.max_length=4096"], "data.max_length=4096 is longer than"),
+    ("aligner", ["max_new_tokens=100000"], "max_new_tokens=100000 is longer than"),
+    ("aligner", ["lora.enabled=true", "lora.r=4096"], "lora.r=4096 is more than"),
+    ("inspector", ["data.max_length=4096"], "data.max_length=4096 is longer than"),
+    ("inspector", ["batch_size=1000000"], "batch_size=1000000 is more than 65,536 rows"),
+    ("inspector", ["mode=lora", "lora.r=4096"], "lora.r=4096 is more than"),
+])
+def test_every_method_refuses_sizes_before_reading_its_data(tmp_path, tiny_model_dir, method, overrides, says):
+    """One check (training.runs.prepare_run -> sections.check_bounds) for every method, before the data is
+    read: the recipe's data file does not even exist."""
+    from lightalign.training import load_recipe, train
+
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text(yaml.safe_dump({"method": method, "model": {"name_or_path": str(tiny_model_dir)},
+                                      "data": {"path": str(tmp_path / "no-such-rows.jsonl"), "max_length": 64},
+                                      "output_dir": str(tmp_path / "out")}))
+    extra = ["model.quantization=none"]
+    with pytest.raises(UserError, match=says.replace("(", r"\(")) as e:
+        train(load_recipe(recipe, extra + overrides))
+    assert "\n" not in str(e.value) and "no-such-rows" not in str(e.value)
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_model_without_a_context_length_in_its_config_is_bounded_by_its_tokenizer(tmp_path):
+    from lightalign import bounds
+
+    (tmp_path / "config.json").write_text(json.dumps({"model_type": "llama", "hidden_size": 64}))
+    assert bounds.model_context(str(tmp_path), bounds.model_config(str(tmp_path))) is None  # nothing says
+    (tmp_path / "tokenizer_config.json").write_text(json.dumps({"model_max_length": int(1e30)}))
+    assert bounds.model_context(str(tmp_path), bounds.model_config(str(tmp_path))) is None  # "not set"
+    (tmp_path / "tokenizer_config.json").write_text(json.dumps({"model_max_length": 256}))
+    assert bounds.model_context(str(tmp_path), bounds.model_config(str(tmp_path))) == 256
+    (tmp_path / "config.json").write_text(json.dumps({"max_position_embeddings": 512}))
+    assert bounds.model_context(str(tmp_path), bounds.model_config(str(tmp_path))) == 512  # the config first
+
+
 def test_the_context_length_comes_from_the_models_own_config(tiny_model_dir):
     from lightalign import bounds
 
@@ -70,6 +111,29 @@ def test_a_backtracking_rewrite_pattern_fails_fast_with_the_rule_named():
         reword("a" * 40 + "c", slow)
     fine = build_rewriters([{"name": "lead", "pattern": r"^(\w+)", "replace": r"Well, \1"}])
     assert [r.text for r in reword("hello there?", fine)] == ["Well, hello there?"]
+
+
+def test_the_issues_rewrite_rule_in_an_eval_config_neither_hangs_nor_drops_the_prompt(monkeypatch):
+    """Through the eval's own path (robustness.rewrites -> reworded_records): the issue's (a+)+$ on
+    "a"*40 + "!" is answered (no match: no rewording; a prompt it matches is rewritten), and a pattern the
+    engine does backtrack on stops the run at the budget with the rule named (the timeout's own outcome)."""
+    from lightalign.config import from_dict
+    from lightalign.evaluation import rewrites
+    from lightalign.evaluation.config import Robustness
+    from lightalign.evaluation.robustness import reworded_records
+
+    rb = from_dict(Robustness, {"rewrites": [{"name": "nested", "pattern": "(a+)+$", "replace": "b"}]},
+                   source="eval.yaml")
+    out, of, info = reworded_records(rb, [{"id": "p", "prompt": "a" * 40 + "!"}, {"id": "q", "prompt": "aaa"}], 0)
+    assert [(r["id"], r["prompt"], r["rewording_of"]) for r in out] == [("q~nested", "b", "q")]
+    assert info["rules"] == ["nested"]
+
+    monkeypatch.setattr(rewrites, "PATTERN_SECONDS", 0.2)
+    rb = from_dict(Robustness, {"rewrites": ["polite", {"name": "alt", "pattern": "(a|aa)+$", "replace": "x"}]},
+                   source="eval.yaml")
+    with pytest.raises(UserError, match=r"^robustness.rewrites\[1\].pattern: '\(a\|aa\)\+\$' took over 0.2 s "
+                                        r"on a 41-character prompt"):
+        reworded_records(rb, [{"id": "p", "prompt": "a" * 40 + "c"}], 0)
 
 
 def hanging_rewriter():

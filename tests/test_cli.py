@@ -21,7 +21,7 @@ def test_help_does_not_import_torch():
     assert p.returncode == 0, p.stdout + p.stderr
 
 
-COMMANDS = ["lab", "train", "estimate", "merge", "correct", "eval", "app", "serve"]
+COMMANDS = ["lab", "train", "estimate", "merge", "correct", "eval", "elasticity", "app", "serve"]
 
 
 def test_every_command_is_registered():

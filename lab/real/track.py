@@ -18,10 +18,11 @@ import yaml
 
 from lightalign.io import atomic_write_text, read_jsonl, write_json, write_jsonl
 from lightalign.lab.cache import build_atomically, read_key, stage_key
-from lightalign.lab.real import data, sources, sweep
+from lightalign.lab.real import data, elasticity, sources, sweep
 from lightalign.lab.training import run_recipe
 
-STAGES = ["model", "data", "answers", "adapters", "aligner", "weak2strong", "report", "sweep"]  # sweep: opt-in
+STAGES = ["model", "data", "answers", "adapters", "aligner", "weak2strong", "report", "sweep", "elasticity"]
+OPT_IN = ("sweep", "elasticity")  # run only when asked for by name (`--until sweep`), outside `make real`
 RECIPES = "smollm2"
 # As the recipes' model.compute_dtype: fp32 on CPUs, bf16 on GPUs that have it. On a 2-core AVX2 CPU bf16
 # generated at half the speed of fp32 (emulated); an AVX512-BF16 CPU is faster in bf16 (recipes/smollm2/sft.yaml).
@@ -32,7 +33,7 @@ JUDGE = "lightalign.lab.real.judges:eval_judge"
 @dataclass
 class TrackConfig:
     seed: int = 0
-    safety_share: float = 0.1     # harmful->refusal share of the SFT rows (the sweep stage tries others)
+    safety_share: float = 0.2     # harmful->refusal share of the SFT rows (at 0.1 SFT refused 1.8% of HarmBench, at 0.2 26.8%)
     aligner_share: float = 0.3    # harmful share of the Aligner's triples (the rest: identity rows)
     eval_share: float = 0.3       # share of the benign sets held out for evaluation
     max_new_tokens: int = 48      # the base's answers to training prompts
@@ -381,10 +382,13 @@ def run(args) -> int:
         "weak2strong": lambda: stage_weak_to_strong(cfg, root),
         "report": lambda: stage_report(cfg, root, judge_url=args.judge_url, judge_model=args.judge_model),
         "sweep": lambda: sweep.stage_sweep(cfg, root),
+        "elasticity": lambda: elasticity.stage_elasticity(cfg, root),
     }
     summary: dict = {"dir": str(root), "config": asdict(cfg), "stages": {}}
     t0 = time.time()
     for name in STAGES[:STAGES.index(until) + 1]:
+        if name in OPT_IN and name != until:
+            continue
         t = time.time()
         summary[name] = steps[name]()
         summary["stages"][name] = {"seconds": round(time.time() - t, 1)}
