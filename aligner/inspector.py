@@ -83,8 +83,8 @@ def keep_layers(model, layers: float) -> int:
     """Drop a classifier's decoder layers after the first `layers` (a count, or a share of the depth in
     (0, 1)), so its last-token state, and the head reading it, is the one after that layer. A linear head on
     a frozen base separates harmful from harmless pairs better at mid depth than at the last layer (the
-    real track's inspector: held-out precision 38% at the last of 30 layers, 78% after 16, at recall 95%),
-    and the layers dropped are never computed."""
+    real track's inspector on its held-out triples: precision 37.9% at recall 96.5% reading the last of 30
+    layers, 65.1% at 98.2% after 16), and the layers dropped are never computed."""
     backbone = getattr(model, model.base_model_prefix, None)
     blocks = getattr(backbone, "layers", None)
     if blocks is None:

@@ -334,14 +334,14 @@ def train(cfg: Config, callbacks=()) -> Path:
     from lightalign.aligner.templates import get_template
 
     started = time.perf_counter()
-    check_bounds(cfg, "aligner")  # before resume=never deletes finished stages
     if cfg.inspector is not None:
         check_bounds(inspector_config(cfg), "inspector")  # not only after the Aligner has trained
-    out = Path(cfg.output_dir)
-    if cfg.resume == "never" and distributed.is_main():  # start over: finished stages too
-        for stage in ("identity", "correction"):
-            shutil.rmtree(out / stage, ignore_errors=True)
-    out, _, done = runs.prepare_run(cfg, "aligner")
+    out, _, done = runs.prepare_run(cfg, "aligner")  # refuses sizes the model cannot take, before any deletion
+    if cfg.resume == "never":  # start over: finished stages too
+        if distributed.is_main():
+            for stage in ("identity", "correction"):
+                shutil.rmtree(out / stage, ignore_errors=True)
+        distributed.barrier()
     if done:
         runs.notice(f"{out}: already complete (metrics.json present); skipping")
         _train_inspector(cfg)

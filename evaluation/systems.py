@@ -192,7 +192,7 @@ class Systems:
         extra = {} if mode == "whole" else {"mode": mode, **({"upstream": self.upstream_identity(system),
                                                                "settings": self.generation_settings()}
                                                               if mode == "guided" else {})}
-        options = getattr(system, "aligner_options", None)
+        options = system.aligner_options
         if options:  # a decoding setting or gate other than the folder's: other corrections
             extra["options"] = options
         return cache_key(stage="correct", aligner=system.aligner, fp=file_fingerprint(system.aligner),
@@ -266,7 +266,7 @@ class Systems:
     def _correct(self, system, pairs: list[tuple[str, str]], keys: list[str]) -> None:
         from tqdm.auto import tqdm
 
-        options = getattr(system, "aligner_options", None) or {}
+        options = system.aligner_options
         where = (system.aligner, system.aligner_engine, json.dumps(system.aligner_engine_options, sort_keys=True),
                  json.dumps(options, sort_keys=True))
         if where not in self._aligners:

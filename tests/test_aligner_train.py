@@ -106,6 +106,19 @@ def test_resume_skips_a_finished_identity_stage(tmp_path, tiny_model_dir, small_
     assert log["identity"] == first and (out / "model.safetensors").exists()
 
 
+def test_resume_never_starts_over_but_a_refused_size_deletes_nothing(tmp_path, tiny_model_dir, small_splits):
+    out = tmp_path / "al"
+    train(_cfg(tiny_model_dir, _triples(tmp_path, small_splits), out))
+    done = out / "identity" / "stage_done.json"
+    huge = _cfg(tiny_model_dir, _triples(tmp_path, small_splits), out, resume="never", data__max_length=10**6)
+    with pytest.raises(UserError, match="data.max_length"):
+        train(huge)
+    assert done.exists()  # refused before the finished stages were deleted
+    first = done.stat().st_mtime_ns
+    train(_cfg(tiny_model_dir, _triples(tmp_path, small_splits), out, resume="never"))
+    assert done.stat().st_mtime_ns != first and runs.is_complete(out)  # started over: the stage ran again
+
+
 def test_learning_reduces_loss(tmp_path, tiny_model_dir, small_splits):
     out = tmp_path / "al"
     cfg = _cfg(tiny_model_dir, _triples(tmp_path, small_splits, 32), out, identity={"share": 0.0},
