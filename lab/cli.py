@@ -35,8 +35,8 @@ def add_arguments(p):
                    "OpenAI-compatible endpoint (FLASK skills)")
     p.add_argument("--judge-model", default=None, help="--real: the judge endpoint's model name")
     p.add_argument("overrides", nargs="*", metavar="key=value",
-                   help="--real: track settings, e.g. eval_sample=120 (evaluate on a fixed sample while tuning) or "
-                        "safety_share=0.03 (harmful share of the SFT rows)")
+                   help="settings: the mini-lab's world.* and base.* (e.g. base.epochs=8); with --real the track's, "
+                        "e.g. eval_sample=120 (evaluate on a fixed sample while tuning) or safety_share=0.03")
     p.add_argument("--seed", type=int, default=None, help="seed of the world and of the base's pre-training (default 0); every stage built "
                    "from them is rebuilt")
 
@@ -51,6 +51,7 @@ def family_split_rows(report: dict) -> list[dict]:
 
 
 def run(args):
+    from lightalign.config import load_config
     from lightalign.errors import UserError
 
     if args.real:
@@ -61,14 +62,14 @@ def run(args):
         return track.run(args)
     if args.until not in STAGES:
         raise UserError(f"--until {args.until}: the mini-lab's stages are {', '.join(STAGES)}")
-    if args.overrides:
-        raise UserError(f"{args.overrides[0]}: key=value settings are for the real track (--real)")
     if args.judge_url:
         raise UserError("--judge-url: the mini-lab is judged by its exact rule judges; use it with --real")
     root = Path(args.dir or "runs/minilab")
     cfg = pipeline.LabConfig.small() if args.small else pipeline.LabConfig()
     if args.seed is not None:
         cfg.world.seed = cfg.base.seed = args.seed
+    if args.overrides:  # typed like a recipe: an unknown key or a wrong type is one line naming it
+        cfg = load_config(pipeline.LabConfig, data=dataclasses.asdict(cfg), overrides=args.overrides)
     stop = STAGES.index(args.until)
     summary: dict = {"dir": str(root), "config": dataclasses.asdict(cfg), "stages": {}}
     quick = args.small

@@ -65,7 +65,9 @@ def test_a_missing_third_party_extra_is_one_line(monkeypatch, capsys):
     (["lab", "--real", "--until", "world"], "the real track's stages are model, data"),  # a mini-lab stage
     (["lab", "--until", "answers"], "the mini-lab's stages are world"),                 # a real-track stage
     (["lab", "--judge-url", "http://127.0.0.1:9"], "use it with --real"),
-    (["lab", "eval_sample=10"], "key=value settings are for the real track"),
+    (["lab", "--dir", "/nonexistent/x", "eval_sample=10"], "unknown key 'eval_sample'"),  # a real-track key
+    (["lab", "--dir", "/nonexistent/x", "base.epoch=8"], "did you mean 'base.epochs'"),
+    (["lab", "--dir", "/nonexistent/x", "base.epochs=many"], "'base.epochs' expects a number"),
     (["lab", "--real", "--dir", "/nonexistent/x", "nope=1"], "unknown key 'nope'"),
     (["lab", "--real", "--dir", "/nonexistent/x", "safety_share=1.5"], "safety_share must be in [0, 1)"),
     (["train", "no/such/recipe.yaml"], "no/such/recipe.yaml"),
@@ -144,3 +146,19 @@ def test_a_fifo_recipe_is_refused_not_read(tmp_path):
     os.mkfifo(tmp_path / "r.yaml")
     code, _, err = run_cli("train", str(tmp_path / "r.yaml"))
     assert code == 2 and "not a regular file" in err
+
+
+def test_minilab_settings_reach_its_config(tmp_path, capsys):
+    """`lightalign lab base.epochs=3` changes the stage config (and so the stage's cache key)."""
+    import json
+
+    from lightalign.lab import pipeline
+
+    assert main(["lab", "--small", "--until", "world", "--dir", str(tmp_path), "base.epochs=3", "world.seed=5"]) == 0
+    config = json.loads((tmp_path / "lab.json").read_text())["config"]
+    assert config["base"]["epochs"] == 3 and config["world"]["seed"] == 5
+    small = pipeline.LabConfig.small()
+    assert config["base"]["hidden_size"] == small.base.hidden_size  # the rest stays the --small lab's
+    changed = pipeline.LabConfig.small()
+    changed.base.epochs = 3
+    assert pipeline.base_key(changed) != pipeline.base_key(small)
