@@ -32,7 +32,7 @@ class LabConfig:
             world=WorldConfig(seed=3, n_lands=10, n_people=12, n_extra_towns=4, n_unknown_lands=10,
                               max_addend=5, max_quantity=4, docs_per_fact=24, n_capability_docs=60),
             base=BaseModelConfig(hidden_size=128, intermediate_size=384, num_hidden_layers=4,
-                                 vocab_size=768, epochs=30.0, batch_size=16, lr=4e-3),
+                                 vocab_size=768, epochs=12.0, batch_size=16, lr=5e-3),
         )
 
 

@@ -195,7 +195,7 @@ def aligner_dir(tmp_path_factory, tiny_model_dir):
 
 @pytest.fixture(scope="session")
 def tiny_lab(tmp_path_factory):
-    """A small mini-lab (world files + pre-trained base), built once per session (~1 minute)."""
+    """A small mini-lab (world files + pre-trained base), built once per session (~1.5 minutes)."""
     from lightalign.lab.pipeline import LabConfig, build_base, build_world
 
     root = tmp_path_factory.mktemp("tiny_lab")

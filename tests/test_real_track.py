@@ -7,7 +7,7 @@ import json
 
 import pytest
 import yaml
-from helpers.real import require_real
+from helpers.real import SMALL_TRACK, require_real
 
 from lightalign.lab.real import data
 
@@ -198,5 +198,5 @@ def test_small_real_track_runs_end_to_end(real_small_track, capsys):
     replies = [json.loads(line) for line in (root / "report" / "generations.jsonl").read_text().splitlines()]
     assert len(replies) == 12 and all(r["replies"]["base+aligner"]["text"] is not None for r in replies)
     # a second run reuses every stage
-    assert main(["lab", "--real", "--small", "--dir", str(root)]) == 0
+    assert main([*SMALL_TRACK, "--dir", str(root)]) == 0
     assert "training" not in capsys.readouterr().out

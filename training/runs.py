@@ -46,7 +46,7 @@ RESUME_SAFE = {"resume", "training.max_steps", "training.epochs", "training.logg
                "training.save_steps", "training.save_total_limit", "training.progress", "training.report_to"}
 # Keys added since runs were first written, with the value that reproduces the older runs: a run folder
 # written before a key existed resumes (or is seen complete) when the key keeps that value.
-ADDED_KEYS = {"model.quant_storage": "uint8", "model.gguf_file": None}
+ADDED_KEYS = {"model.quant_storage": "uint8", "model.gguf_file": None, "training.sampling": "random"}
 CURVE_KEYS = ("learning_rate", "rewards/accuracies", "rewards/margins", "grad_norm")
 
 # TRL and PEFT read `model.is_gradient_checkpointing`, which transformers renamed: a notice for those
@@ -317,7 +317,7 @@ def training_arguments(training, checkpoints: Path, dtype, config_cls, **extra):
         activation_checkpointing=t.gradient_checkpointing,  # transformers' new name for gradient checkpointing
         activation_checkpointing_kwargs={"use_reentrant": False} if t.gradient_checkpointing else None,
         bf16=dtype == torch.bfloat16, fp16=dtype == torch.float16, use_cpu=not torch.cuda.is_available(),
-        seed=t.seed, data_seed=t.seed, logging_steps=t.logging_steps,
+        train_sampling_strategy=t.sampling, seed=t.seed, data_seed=t.seed, logging_steps=t.logging_steps,
         save_strategy="steps" if t.save_steps > 0 else "no", save_steps=max(t.save_steps, 1),
         save_total_limit=t.save_total_limit, report_to=t.report_to,
         dataloader_num_workers=0, disable_tqdm=not t.progress, remove_unused_columns=True,

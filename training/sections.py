@@ -17,6 +17,8 @@ from lightalign.bounds import MAX_BATCH, MAX_LENGTH, at_most
 from lightalign.errors import UserError
 from lightalign.schemas import schema_name
 
+SAMPLING = ("random", "group_by_length")
+
 
 @dataclass
 class ModelSection:
@@ -124,6 +126,9 @@ class TrainingSection:
     max_grad_norm: float = 0.3        # QLoRA paper
     optim: str = "adamw_torch"        # GPU recipes: paged_adamw_8bit
     gradient_checkpointing: bool = True
+    # batch order, as transformers' TrainingArguments.train_sampling_strategy: random | group_by_length
+    # (rows of similar length share a batch: less padding when rows are not packed)
+    sampling: str = "random"
     seed: int = 0
     logging_steps: int = 10
     save_steps: int = 200             # 0: no mid-run checkpoints (a killed run then starts over)
@@ -149,6 +154,8 @@ class TrainingSection:
         if self.save_total_limit < 2:
             # the newest checkpoint may be the one a crash interrupted: keep one complete one behind it
             raise ValueError(f"training.save_total_limit must be >= 2, got {self.save_total_limit}")
+        if self.sampling not in SAMPLING:
+            raise ValueError(f"training.sampling must be one of {', '.join(SAMPLING)}, got {self.sampling!r}")
         if isinstance(self.report_to, list) and not self.report_to:
             raise ValueError("training.report_to must not be an empty list (use 'none')")
 

