@@ -30,6 +30,7 @@ def _sft_dict(**over):
     (_sft_dict(data={"schema": "alpaca"}), "data.schema: unknown schema 'alpaca'; known: prompt_only, prompt_completion"),
     (_sft_dict(training={"lr": "fast"}), "'training.lr' expects a number"),
     (_sft_dict(training={"save_total_limit": 1}), "save_total_limit must be >= 2"),
+    (_sft_dict(training={"sampling": "by_length"}), "training.sampling must be one of random, group_by_length"),
     (_sft_dict(trainng={"lr": 1e-4}), "unknown key 'trainng' (did you mean 'training'?)"),
     ({"data": {"path": "x"}, "output_dir": "o"}, "missing required key 'model'"),
     ({"model": {}, "data": {"path": "x"}, "output_dir": "o"}, "missing required key 'model.name_or_path'"),

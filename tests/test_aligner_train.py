@@ -253,6 +253,21 @@ def test_report_to_reaches_the_aligner_trainer(tmp_path, tiny_model_dir, small_s
     assert events and events[0].stat().st_size > 0
 
 
+def test_group_by_length_sampling_pads_less_than_random_batches(tmp_path, tiny_model_dir, small_splits):
+    """training.sampling=group_by_length reaches the Trainer: the same rows and steps, less padding."""
+    data = _triples(tmp_path, small_splits, 48)
+    counts = {}
+    for sampling in ("random", "group_by_length"):
+        out = tmp_path / sampling
+        train(_cfg(tiny_model_dir, data, out, identity={"share": 0.0},
+                   training={"epochs": 1, "batch_size": 8, "logging_steps": 4, "sampling": sampling}))
+        stage = json.loads((out / "metrics.json").read_text())["correction"]
+        counts[sampling] = (stage["tokens"], stage["processed_tokens"], stage["steps"])
+    (real, random_processed, steps), (real_g, grouped_processed, steps_g) = counts["random"], counts["group_by_length"]
+    assert real == real_g and steps == steps_g
+    assert grouped_processed < random_processed, counts
+
+
 def test_sentence_rows_train_beside_the_triples_and_record_the_sentence_template(tmp_path, tiny_model_dir,
                                                                                  small_splits):
     from lightalign.aligner.data import sentence_rows
