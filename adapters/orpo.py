@@ -15,7 +15,8 @@ from pathlib import Path
 from lightalign import loading
 from lightalign.adapters.batching import group_preference_rows
 from lightalign.training import policy, runs
-from lightalign.training.sections import DataSection, LoraSection, ModelSection, TrainingSection, validate_resume
+from lightalign.training.sections import (DataSection, LoraSection, ModelSection, TrainingSection, refuse_length_grouping,
+                                         validate_resume)
 
 
 @dataclass
@@ -40,6 +41,7 @@ class Config:
 
     def validate(self):
         validate_resume(self.resume)
+        refuse_length_grouping(self.training, "preference pairs")
 
 
 def build_trainer(cfg: Config, resume_from: str | None = None, callbacks=()):

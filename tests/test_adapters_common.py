@@ -30,7 +30,7 @@ def _sft_dict(**over):
     (_sft_dict(data={"schema": "alpaca"}), "data.schema: unknown schema 'alpaca'; known: prompt_only, prompt_completion"),
     (_sft_dict(training={"lr": "fast"}), "'training.lr' expects a number"),
     (_sft_dict(training={"save_total_limit": 1}), "save_total_limit must be >= 2"),
-    (_sft_dict(training={"sampling": "by_length"}), "training.sampling must be one of random, group_by_length"),
+    (_sft_dict(training={"sampling": "by_length"}), "'training.sampling' must be one of 'random', 'group_by_length'"),
     (_sft_dict(trainng={"lr": 1e-4}), "unknown key 'trainng' (did you mean 'training'?)"),
     ({"data": {"path": "x"}, "output_dir": "o"}, "missing required key 'model'"),
     ({"model": {}, "data": {"path": "x"}, "output_dir": "o"}, "missing required key 'model.name_or_path'"),
@@ -42,6 +42,16 @@ def test_recipe_validation_errors_name_the_field(data, message):
         from_dict(sft.Config, data, source="recipe.yaml")
     assert message in str(e.value)
     assert str(e.value).startswith("recipe.yaml: ")
+
+
+@pytest.mark.parametrize("method", ["dpo", "orpo"])
+def test_length_grouping_is_refused_for_preference_pairs(method):
+    import importlib
+
+    config = importlib.import_module(f"lightalign.adapters.{method}").Config
+    with pytest.raises(UserError, match="group_by_length needs single-sequence rows"):
+        from_dict(config, _sft_dict(training={"sampling": "group_by_length"}), source="recipe.yaml")
+    assert from_dict(config, _sft_dict(training={"sampling": "random"}), source="r").training.sampling == "random"
 
 
 def test_valid_recipe_builds_typed_config():

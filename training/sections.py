@@ -17,8 +17,6 @@ from lightalign.bounds import MAX_BATCH, MAX_LENGTH, at_most
 from lightalign.errors import UserError
 from lightalign.schemas import schema_name
 
-SAMPLING = ("random", "group_by_length")
-
 
 @dataclass
 class ModelSection:
@@ -128,7 +126,7 @@ class TrainingSection:
     gradient_checkpointing: bool = True
     # batch order, as transformers' TrainingArguments.train_sampling_strategy: random | group_by_length
     # (rows of similar length share a batch: less padding when rows are not packed)
-    sampling: str = "random"
+    sampling: Literal["random", "group_by_length"] = "random"
     seed: int = 0
     logging_steps: int = 10
     save_steps: int = 200             # 0: no mid-run checkpoints (a killed run then starts over)
@@ -154,10 +152,15 @@ class TrainingSection:
         if self.save_total_limit < 2:
             # the newest checkpoint may be the one a crash interrupted: keep one complete one behind it
             raise ValueError(f"training.save_total_limit must be >= 2, got {self.save_total_limit}")
-        if self.sampling not in SAMPLING:
-            raise ValueError(f"training.sampling must be one of {', '.join(SAMPLING)}, got {self.sampling!r}")
         if isinstance(self.report_to, list) and not self.report_to:
             raise ValueError("training.report_to must not be an empty list (use 'none')")
+
+
+def refuse_length_grouping(training: TrainingSection, rows: str) -> None:
+    """group_by_length reads each row's input_ids; a method whose rows have none (preference pairs are
+    tokenized per side) must say so before a model loads, not fail in the Trainer's sampler."""
+    if training.sampling == "group_by_length":
+        raise ValueError(f"training.sampling: group_by_length needs single-sequence rows, not {rows} (use random)")
 
 
 def validate_resume(value: str) -> None:
