@@ -18,6 +18,13 @@ a PEFT adapter (mode "lora") or model.safetensors (mode "full"). An Aligner name
 aligner_config.json: {"gate": {"kind": "inspector", "path": "inspector", "threshold": 0.3}} (a path
 relative to the Aligner folder, or absolute) or {"gate": {"kind": "copy_prob", "statistic": "min_margin",
 "threshold": 1.0}}. `Aligner.from_pretrained` loads it; `gate=False` (`--no-gate`) turns it off.
+
+Answers still being written (streamed correction, lightalign.aligner.streaming) are screened against
+`partial_threshold`, saved beside `threshold`: a gate trained on whole answers scores an answer's first
+sentences higher than the whole (the real track's inspector at its whole-answer threshold flagged 30 of
+148 good held-out answers whole, but 66 at some sentence of the stream), and each sentence is one more
+chance of a false flag. The training recipe picks the partial threshold on validation triples so that
+streaming flags no more good answers than whole-answer correction does (pick_partial_threshold).
 """
 
 from __future__ import annotations
@@ -135,13 +142,14 @@ class Inspector:
     kind = "inspector"
 
     def __init__(self, model, tokenizer, template: Template, max_length: int = 512, logit_bias: float = 0.0,
-                 threshold: float = 0.5, batch_size: int = 16):
+                 threshold: float = 0.5, batch_size: int = 16, partial_threshold: float | None = None):
         self.model = model.eval()
         self.tokenizer = tokenizer
         self.template = template
         self.max_length = max_length
         self.logit_bias = logit_bias  # a head fitted with a bias on a bias-free score layer keeps it here
         self.threshold = threshold
+        self.partial_threshold = partial_threshold  # answers still being written (None: threshold)
         self.batch_size = batch_size
 
     def encode(self, question: str, answer: str) -> list[int]:
@@ -166,7 +174,7 @@ class Inspector:
 
     @classmethod
     def from_pretrained(cls, path: str | Path, device: str | None = None, dtype=None, allow_pickle: bool = False,
-                        threshold: float | None = None) -> "Inspector":
+                        threshold: float | None = None, partial_threshold: float | None = None) -> "Inspector":
         from lightalign.io import read_json_object
 
         path = Path(path)
@@ -177,9 +185,12 @@ class Inspector:
             if key not in cfg:
                 raise UserError(f"{path / INSPECTOR_CONFIG}: missing key {key!r}")
         model, tokenizer = load_classifier(path, cfg, device, dtype, allow_pickle)
+        if partial_threshold is None:
+            partial_threshold = cfg.get("partial_threshold")
         return cls(model, tokenizer, inspect_template(cfg["template"]), int(cfg.get("max_length", 512)),
                    float(cfg.get("logit_bias", 0.0)), float(cfg.get("threshold", 0.5) if threshold is None
-                                                            else threshold))
+                                                            else threshold),
+                   partial_threshold=None if partial_threshold is None else float(partial_threshold))
 
 
 def load_classifier(path: Path, cfg: dict, device=None, dtype=None, allow_pickle: bool = False):
@@ -263,11 +274,13 @@ class CopyProbGate:
 
     kind = "copy_prob"
 
-    def __init__(self, aligner, statistic: str = "min_margin", threshold: float = 1.0, batch_size: int = 8):
+    def __init__(self, aligner, statistic: str = "min_margin", threshold: float = 1.0, batch_size: int = 8,
+                 partial_threshold: float | None = None):
         if statistic not in COPY_STATISTICS:
             raise UserError(f"copy_prob gate: statistic must be one of {', '.join(COPY_STATISTICS)}, "
                             f"got {statistic!r}")
         self.aligner, self.statistic, self.threshold, self.batch_size = aligner, statistic, threshold, batch_size
+        self.partial_threshold = partial_threshold
 
     def scores(self, pairs, batch_size: int | None = None) -> list[float]:
         return [-s[self.statistic] for s in copy_statistics(self.aligner, pairs, batch_size or self.batch_size)]
@@ -290,13 +303,15 @@ def load_gate(aligner, folder: str | None, saved: dict, gate=True, threshold: fl
         raise UserError(f"{folder}: aligner_config.json gate.kind must be one of {', '.join(GATE_KINDS)}, got {kind!r}")
     if threshold is None:
         threshold = spec.get("threshold")
+    partial = spec.get("partial_threshold")
+    partial = None if partial is None else float(partial)
     if kind == "copy_prob":
         if aligner.model is None:
             print(f"{folder}: the copy_prob gate needs the native engine; correcting without a gate",
                   file=sys.stderr)
             return None
         return CopyProbGate(aligner, spec.get("statistic", "min_margin"),
-                            1.0 if threshold is None else float(threshold))
+                            1.0 if threshold is None else float(threshold), partial_threshold=partial)
     path = Path(spec.get("path") or "inspector")
     if not path.is_absolute() and gate is True:
         if folder is None or not Path(folder).is_dir():
@@ -305,13 +320,23 @@ def load_gate(aligner, folder: str | None, saved: dict, gate=True, threshold: fl
             return None
         path = Path(folder) / path
     return Inspector.from_pretrained(path, device=device, allow_pickle=allow_pickle,
-                                     threshold=None if threshold is None else float(threshold))
+                                     threshold=None if threshold is None else float(threshold),
+                                     partial_threshold=partial)
 
 
-def screen(gate, pairs: list, items: list, batch_size: int, correction_cls) -> dict[int, float]:
+def line(gate, partial: bool = False) -> float:
+    """The score at and above which an answer is corrected: `threshold` for whole answers; for answers still
+    being written the saved partial threshold, never below the whole-answer one (which a user may raise)."""
+    if partial and gate.partial_threshold is not None:
+        return max(gate.threshold, gate.partial_threshold)
+    return gate.threshold
+
+
+def screen(gate, pairs: list, items: list, batch_size: int, correction_cls, partial: bool = False) -> dict[int, float]:
     """Score the pairs still to correct (items that are not already a Correction); those scoring below the
-    threshold become unchanged Corrections in `items`. Returns {item index: score}. A gate that fails
-    passes nothing (every pair is then decoded, as without a gate) and says so once on stderr."""
+    gate's line (`partial`: for answers still being written) become unchanged Corrections in `items`.
+    Returns {item index: score}. A gate that fails passes nothing (every pair is then decoded, as without
+    a gate) and says so once on stderr."""
     todo = [i for i, it in enumerate(items) if not isinstance(it, correction_cls)]
     if not todo:
         return {}
@@ -320,8 +345,9 @@ def screen(gate, pairs: list, items: list, batch_size: int, correction_cls) -> d
     except Exception as e:  # noqa: BLE001 - a failing gate must not fail the corrections
         print(f"gate {gate.kind} failed ({type(e).__name__}: {e}); correcting every answer", file=sys.stderr)
         return {}
+    cut = line(gate, partial)
     for i, s in zip(todo, scores):
-        if s < gate.threshold:
+        if s < cut:
             answer = items[i][3]
             items[i] = correction_cls(answer, False, None, answer, gate_score=s, gate_passed=True)
     return dict(zip(todo, scores))
@@ -351,6 +377,38 @@ def pick_threshold(scores: list[float], labels: list[int], target_recall: float)
         return 0.5, "0.5 (no positive validation rows)"
     k = max(1, math.ceil(target_recall * len(pos) - 1e-9))
     return pos[k - 1], f"highest threshold with validation recall >= {target_recall}"
+
+
+def partial_answers(answer: str) -> list[str]:
+    """What a gate sees of an answer streamed sentence by sentence: its first sentence, its first two, ...,
+    the whole answer (as lightalign.aligner.streaming asks: the text sent so far + the new sentence)."""
+    from lightalign.aligner.sentences import split_sentences
+
+    sentences = split_sentences(answer)
+    return ["".join(sentences[:k + 1]) for k in range(len(sentences))] or [answer]
+
+
+def pick_partial_threshold(partial_scores: list[list[float]], labels: list[int], threshold: float) -> float:
+    """The lowest threshold (>= `threshold`) at which no more answers that need no correcting are flagged at
+    some step of their stream (one score list per answer, the whole answer last, as partial_answers) than
+    are flagged whole at `threshold`: streaming then damages no more good answers than whole-answer
+    correction."""
+    allowed = sum(p[-1] >= threshold for p, y in zip(partial_scores, labels) if not y)
+    peaks = sorted((max(p) for p, y in zip(partial_scores, labels) if not y), reverse=True)
+    if len(peaks) <= allowed or peaks[allowed] < threshold:
+        return threshold
+    return math.nextafter(peaks[allowed], math.inf)  # just above the first peak that must pass
+
+
+def partial_metrics(partial_scores: list[list[float]], labels: list[int], cut: float) -> dict:
+    """Streamed answers flagged at some step: of those that need correcting (recall) and of those that do
+    not (false flags), at threshold `cut`."""
+    flagged = [max(p) >= cut for p in partial_scores]
+    need = [f for f, y in zip(flagged, labels) if y]
+    fine = [f for f, y in zip(flagged, labels) if not y]
+    return {"threshold": cut, "n": len(labels), "positives": len(need), "flagged_to_correct": sum(need),
+            "flagged_fine": sum(fine), "recall": sum(need) / len(need) if need else None,
+            "fine_flagged_rate": sum(fine) / len(fine) if fine else None}
 
 
 def write_gate(aligner_dir: str | Path, gate: dict | None) -> None:

@@ -18,6 +18,8 @@ With `aligner: PATH` the inspector is saved to PATH/inspector (unless output_dir
 Aligner's own copy probability (the "copy_prob" gate) is measured on the same validation and held-out
 rows, and the better gate on validation F1 (`gate: auto`, or the one named) is written into PATH's
 aligner_config.json. metrics.json holds both gates' precision, recall, F1, accuracy and thresholds.
+The gate's line for answers still being written (streamed correction) is picked on the validation
+answers cut after each sentence (`partial_threshold`, see lightalign.aligner.inspector).
 """
 
 from __future__ import annotations
@@ -29,9 +31,10 @@ from pathlib import Path
 from typing import Literal, Optional
 
 from lightalign import loading
-from lightalign.aligner.inspector import (COPY_STATISTICS, HEAD_WEIGHTS, INSPECTOR_CONFIG, clip, copy_statistics,
-                                          gate_metrics, inspect_template, keep_layers, kept_layers,
-                                          needs_correcting, pick_threshold, write_gate)
+from lightalign.aligner.inspector import (COPY_STATISTICS, HEAD_WEIGHTS, INSPECTOR_CONFIG, CopyProbGate, Inspector,
+                                          clip, copy_statistics, gate_metrics, inspect_template, keep_layers,
+                                          kept_layers, needs_correcting, partial_answers, partial_metrics,
+                                          pick_partial_threshold, pick_threshold, write_gate)
 from lightalign.errors import UserError
 from lightalign.io import write_json
 from lightalign.training import policy, runs
@@ -95,6 +98,9 @@ class Config:
     template: str = "auto"  # inspect-chat with a chat template, else inspect-plain (aligner.inspector)
     target_recall: float = 0.95  # the threshold: highest one with validation recall >= this
     threshold: Optional[float] = None  # a fixed threshold instead
+    # for answers still being written (streamed correction): null picks it on validation so that streaming
+    # flags no more good answers than whole-answer correction (aligner.inspector.pick_partial_threshold)
+    partial_threshold: Optional[float] = None
     head_l2: Optional[float] = None  # mode head: L2 of the fitted head; null: the best of HEAD_L2_GRID on validation
     # mode head: read the state after this many decoder layers (a count, or a share of the depth in (0, 1));
     # the later ones are dropped, so scoring is cheaper too. null: all layers (the last one's state)
@@ -116,6 +122,8 @@ class Config:
             raise ValueError(f"target_recall must be in (0, 1], got {self.target_recall}")
         if self.threshold is not None and not 0 < self.threshold < 1:
             raise ValueError(f"threshold must be in (0, 1), got {self.threshold}")
+        if self.partial_threshold is not None and not 0 < self.partial_threshold <= 1:
+            raise ValueError(f"partial_threshold must be in (0, 1], got {self.partial_threshold}")
         if self.head_l2 is not None and self.head_l2 < 0:
             raise ValueError(f"head_l2 must be >= 0, got {self.head_l2}")
         if self.gate == "copy_prob" and not self.aligner:
@@ -320,13 +328,10 @@ def encoded_logits(model, ids: list[list[int]], pad_id: int, batch_size: int):
 
 
 # ------------------------------------------------------------------------------------ copy prob
-def copy_prob_gates(cfg: Config, splits: dict, labels: dict) -> dict:
+def copy_prob_gates(cfg: Config, aligner, splits: dict, labels: dict) -> dict:
     """The Aligner's copy statistics on validation and held-out rows: per statistic, the threshold picked
     on validation and both splits' metrics; "best": the statistic with the best validation F1."""
-    from lightalign.aligner.model import Aligner
-
     started = time.perf_counter()
-    aligner = Aligner.from_pretrained(cfg.aligner, gate=False, dtype=loading.compute_dtype(cfg.model.compute_dtype))
     stats = {k: copy_statistics(aligner, [(t["question"], t["answer"]) for t in splits[k]], cfg.batch_size)
              for k in ("val", "heldout")}
     out = {}
@@ -340,8 +345,35 @@ def copy_prob_gates(cfg: Config, splits: dict, labels: dict) -> dict:
     return {"statistics": out, "best": best, "seconds": round(time.perf_counter() - started, 1)}
 
 
+def streamed_gate(cfg: Config, scores_fn, splits: dict, labels: dict, threshold: float) -> dict:
+    """The gate on answers still being written: every validation and held-out answer scored at each of its
+    sentence prefixes; the partial threshold (the recipe's, or picked on validation) and, on both splits, how
+    many answers it flags at some step, beside the same at the whole-answer threshold."""
+    started = time.perf_counter()
+    steps = {k: [partial_answers(t["answer"]) for t in splits[k]] for k in ("val", "heldout")}
+    scores = {}
+    for k, parts in steps.items():
+        flat = scores_fn([(t["question"], p) for t, ps in zip(splits[k], parts) for p in ps], cfg.batch_size)
+        scores[k], at = [], 0
+        for ps in parts:
+            scores[k].append(flat[at:at + len(ps)])
+            at += len(ps)
+    if cfg.partial_threshold is not None:
+        cut, rule = cfg.partial_threshold, "fixed (recipe key partial_threshold)"
+    else:
+        cut = pick_partial_threshold(scores["val"], labels["val"], threshold)
+        rule = "lowest threshold flagging no more good validation answers at some sentence than whole"
+    return {"threshold": cut, "rule": rule, "steps": {k: sum(map(len, v)) for k, v in steps.items()},
+            **{name: partial_metrics(scores[k], labels[k], cut) for k, name in (("val", "validation"),
+                                                                                 ("heldout", "heldout"))},
+            "at_whole_threshold": {name: partial_metrics(scores[k], labels[k], threshold)
+                                   for k, name in (("val", "validation"), ("heldout", "heldout"))},
+            "seconds": round(time.perf_counter() - started, 1)}
+
+
 # ------------------------------------------------------------------------------------ save
-def _save(cfg: Config, model, tokenizer, template, out: Path, threshold: float, logit_bias: float) -> None:
+def _save(cfg: Config, model, tokenizer, template, out: Path, threshold: float, logit_bias: float,
+          partial_threshold: float) -> None:
     from lightalign.aligner.train import base_model_reference
 
     base = base_model_reference(cfg.model.name_or_path)
@@ -357,7 +389,8 @@ def _save(cfg: Config, model, tokenizer, template, out: Path, threshold: float, 
     tokenizer.save_pretrained(out)
     write_json(out / INSPECTOR_CONFIG, {"base_model": base, "mode": cfg.mode, "template": template.to_dict(),
                                         "max_length": cfg.data.max_length, "logit_bias": logit_bias,
-                                        "threshold": threshold, "layers": kept_layers(model)})
+                                        "threshold": threshold, "partial_threshold": partial_threshold,
+                                        "layers": kept_layers(model)})
 
 
 def train(cfg: Config, callbacks=()) -> Path:
@@ -407,14 +440,19 @@ def train(cfg: Config, callbacks=()) -> Path:
                  "heldout": gate_metrics(scores["heldout"], labels["heldout"], threshold)}
     if cfg.mode == "head":
         inspector.update(head_l2=fitted["head_l2"], l2_grid=fitted["l2_grid"])
-    _save(cfg, model, tokenizer, template, out, threshold, fitted["logit_bias"])
+    scorer = Inspector(model, tokenizer, template, d.max_length, fitted["logit_bias"], threshold, cfg.batch_size)
+    inspector["partial"] = streamed_gate(cfg, scorer.scores, splits, labels, threshold)
+    _save(cfg, model, tokenizer, template, out, threshold, fitted["logit_bias"], inspector["partial"]["threshold"])
     log = {"method": "inspector", "mode": cfg.mode, "template": template.name,
            "rows": {k: len(v) for k, v in splits.items()},
            "positives": {k: sum(v) for k, v in labels.items()},
            "train_seconds": train_seconds, "inspector": inspector, **({"trainer": fitted["trainer"]}
                                                                     if "trainer" in fitted else {})}
     if cfg.aligner:
-        copy = copy_prob_gates(cfg, splits, labels)
+        from lightalign.aligner.model import Aligner
+
+        aligner = Aligner.from_pretrained(cfg.aligner, gate=False, dtype=loading.compute_dtype(cfg.model.compute_dtype))
+        copy = copy_prob_gates(cfg, aligner, splits, labels)
         log["copy_prob"] = copy
         best = copy["statistics"][copy["best"]]
         chosen = cfg.gate
@@ -423,9 +461,13 @@ def train(cfg: Config, callbacks=()) -> Path:
                 (best["validation"]["f1"], best["validation"]["precision"] or 0) else "copy_prob"
         gate = None
         if chosen == "inspector":
-            gate = {"kind": "inspector", "path": _relative(out, cfg.aligner), "threshold": threshold}
+            gate = {"kind": "inspector", "path": _relative(out, cfg.aligner), "threshold": threshold,
+                    "partial_threshold": inspector["partial"]["threshold"]}
         elif chosen == "copy_prob":
-            gate = {"kind": "copy_prob", "statistic": copy["best"], "threshold": best["threshold"]}
+            copy_gate = CopyProbGate(aligner, copy["best"], best["threshold"], cfg.batch_size)
+            copy["partial"] = streamed_gate(cfg, copy_gate.scores, splits, labels, best["threshold"])
+            gate = {"kind": "copy_prob", "statistic": copy["best"], "threshold": best["threshold"],
+                    "partial_threshold": copy["partial"]["threshold"]}
         write_gate(cfg.aligner, gate)
         log["gate"] = gate
         runs.notice(f"{cfg.aligner}: gate {chosen}" + (f" (threshold {gate['threshold']:.4g})" if gate else ""))
@@ -437,6 +479,11 @@ def train(cfg: Config, callbacks=()) -> Path:
     held = inspector["heldout"]
     runs.notice(f"inspector held-out: precision {_pct(held['precision'])}, recall {_pct(held['recall'])} at "
                 f"threshold {threshold:.4g} ({held['n']} triples, {held['positives']} to correct)")
+    part = inspector["partial"]
+    runs.notice(f"inspector on streamed held-out answers at partial threshold {part['threshold']:.4g}: "
+                f"{part['heldout']['flagged_to_correct']}/{part['heldout']['positives']} to correct and "
+                f"{part['heldout']['flagged_fine']}/{held['n'] - held['positives']} good ones flagged at some "
+                f"sentence ({part['at_whole_threshold']['heldout']['flagged_fine']} at the whole-answer threshold)")
     return out
 
 

@@ -282,8 +282,11 @@ class Aligner:
     def correct(self, question: str, answer: str) -> Correction:
         return self.correct_batch([(question, answer)], batch_size=1)[0]
 
-    def correct_batch(self, pairs: Iterable, batch_size: int = 16, progress: bool = False) -> list[Correction]:
-        """Correct (question, answer) pairs (tuples or dicts). One bad pair never fails the others."""
+    def correct_batch(self, pairs: Iterable, batch_size: int = 16, progress: bool = False,
+                      partial: bool = False) -> list[Correction]:
+        """Correct (question, answer) pairs (tuples or dicts). One bad pair never fails the others.
+        `partial`: the answers are still being written (streamed correction), so the gate screens them
+        against its partial threshold (lightalign.aligner.inspector.line)."""
         from tqdm.auto import tqdm
 
         self.engine.start()  # native: corrections of earlier chunks become drafts for later ones
@@ -293,7 +296,7 @@ class Aligner:
         if self.gate is not None:  # answers the gate passes become unchanged Corrections here, undecoded
             from lightalign.aligner.inspector import screen
 
-            gate_scores = screen(self.gate, pairs, items, batch_size, Correction)
+            gate_scores = screen(self.gate, pairs, items, batch_size, Correction, partial=partial)
         results: list[Correction | None] = [it if isinstance(it, Correction) else None for it in items]
         todo = sorted((i for i, it in enumerate(items) if results[i] is None), key=lambda i: len(items[i][0]))
         batch_size = max(1, batch_size)

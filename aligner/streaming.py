@@ -70,11 +70,13 @@ def correct_sentences(aligner, items: Sequence[tuple[str, str, str]], batch_size
 
     items = list(items)
     if aligner.sentence_template is None:
-        whole = aligner.correct_batch([(q, prefix + sentence) for q, prefix, sentence in items], batch_size)
+        whole = aligner.correct_batch([(q, prefix + sentence) for q, prefix, sentence in items], batch_size,
+                                      partial=True)
         out = []
         for (q, prefix, sentence), c in zip(items, whole):
             if c.fallback or not c.changed:
-                out.append(Correction(sentence, False, c.fallback, sentence))
+                out.append(Correction(sentence, False, c.fallback, sentence, gate_score=c.gate_score,
+                                      gate_passed=c.gate_passed))
                 continue
             rest = _after_words(c.text, len(prefix.split())) if _same(" ".join(c.text.split()[:len(prefix.split())]),
                                                                        prefix) else None
@@ -85,14 +87,24 @@ def correct_sentences(aligner, items: Sequence[tuple[str, str, str]], batch_size
 
 
 def _decode_sentences(aligner, items, batch_size: int) -> list:
-    """The sentence template through the Aligner's engine, with its guards; one bad item never fails the others."""
+    """The sentence template through the Aligner's engine, with its guards and its gate (on the answer so
+    far, against the partial threshold); one bad item never fails the others."""
     from lightalign.aligner.model import Correction
 
     aligner.engine.start()
     tpl, tok = aligner.sentence_template, aligner.tokenizer
     max_pos = aligner._max_positions()
     prepared, results = [], [None] * len(items)
+    if aligner.gate is not None:  # a sentence the gate passes is sent as it is, undecoded
+        from lightalign.aligner.inspector import screen
+
+        screened = [(None, None, None, sentence) for _, _, sentence in items]
+        screen(aligner.gate, [(q, prefix + sentence) for q, prefix, sentence in items], screened, batch_size,
+               Correction, partial=True)
+        results = [c if isinstance(c, Correction) else None for c in screened]
     for i, (question, prefix, sentence) in enumerate(items):
+        if results[i] is not None:
+            continue
         text = sentence.strip()
         prompt = tpl.encode(tok, question, text, prefix.strip())
         limit = aligner.max_new_tokens

@@ -11,7 +11,8 @@ import yaml
 from helpers.aligners import PAIRS
 
 from lightalign.aligner.inspector import (INSPECTOR_CONFIG, CopyProbGate, Inspector, copy_statistics, gate_metrics,
-                                          pick_threshold, write_gate)
+                                          partial_answers, partial_metrics, pick_partial_threshold, pick_threshold,
+                                          write_gate)
 from lightalign.aligner.model import Aligner
 from lightalign.cli import main
 
@@ -129,6 +130,41 @@ def test_threshold_rule_and_metrics():
     assert pick_threshold(scores, labels, 0.6)[0] == 0.8  # 2 of 3 positives caught
 
 
+def test_partial_threshold_flags_no_more_good_answers_than_whole():
+    # per answer: its score after 1, 2, ... sentences (whole answer last); label 1 = needs correcting
+    partial = [[0.9, 0.4], [0.7, 0.2], [0.3, 0.6], [0.8, 0.9], [0.95, 0.7]]
+    labels = [0, 0, 0, 1, 1]
+    # whole at 0.5: one good answer flagged (0.6); its peaks are 0.9, 0.7 and 0.6
+    t = pick_partial_threshold(partial, labels, 0.5)
+    assert 0.7 < t < 0.7001
+    m = partial_metrics(partial, labels, t)
+    assert m["flagged_fine"] == 1 and m["flagged_to_correct"] == 2 and m["recall"] == 1.0
+    assert partial_metrics(partial, labels, 0.5)["flagged_fine"] == 3  # the whole line, applied per sentence
+    # no good answer flagged at its peaks: the whole-answer threshold stands
+    assert pick_partial_threshold([[0.1, 0.2], [0.9]], [0, 1], 0.5) == 0.5
+    assert partial_answers("One. Two, e.g. this. Three") == ["One.", "One. Two, e.g. this.",
+                                                             "One. Two, e.g. this. Three"]
+
+
+def test_streamed_answers_are_screened_against_the_partial_threshold(gated_aligner):
+    a = Aligner.from_pretrained(gated_aligner)
+    a.gate.logit_bias = 0.0
+    a.gate.model.score.weight.data.normal_(0, 1.0, generator=torch.Generator().manual_seed(0))
+    items = [(q, "", answer) for q, answer in PAIRS]
+    scores = a.gate.scores([(q, answer) for q, answer in PAIRS])
+    low, middle = min(scores) - 1e-6, sorted(scores)[len(scores) // 2]
+    a.gate.threshold, a.gate.partial_threshold = low, middle
+    assert not any(c.gate_passed for c in a.correct_batch(PAIRS))  # whole answers: the low line
+    counter = CountingDecode(a.engine)
+    out = a.correct_sentences(items)
+    assert [c.gate_passed for c in out] == [s < middle for s in scores]
+    assert counter.rows == sum(s >= middle for s in scores)
+    assert all(c.text == answer and not c.changed for c, (_, answer) in zip(out, PAIRS) if c.gate_passed)
+    # a whole-answer line raised above the partial one holds for streamed answers too
+    a.gate.threshold = max(scores) + 1e-6
+    assert all(c.gate_passed for c in a.correct_sentences(items))
+
+
 def _recipe(tmp_path, tiny_model_dir, aligner=None, **extra) -> str:
     data = tmp_path / "triples.jsonl"
     data.write_text("".join(json.dumps(t) + "\n" for t in _triples()))
@@ -165,8 +201,20 @@ def test_head_inspector_trains_saves_and_gates(tmp_path, tiny_model_dir, aligner
     scores = insp.scores([(t["question"], t["answer"]) for t in held_rows])
     labels = [int(t["answer"] != t["correction"]) for t in held_rows]
     assert gate_metrics(scores, labels, insp.threshold) == pytest.approx(held)
-    write_gate(folder, {"kind": "inspector", "path": "inspector", "threshold": insp.threshold})
-    assert isinstance(Aligner.from_pretrained(folder).gate, Inspector)
+    # the streamed-answer line: picked on validation, saved in both configs, loaded with the gate
+    partial = metrics["inspector"]["partial"]
+    val = metrics["inspector"]["validation"]
+    assert partial["threshold"] >= insp.threshold == metrics["inspector"]["threshold"]
+    assert partial["validation"]["flagged_fine"] <= val["fp"]
+    assert partial["at_whole_threshold"]["validation"]["flagged_fine"] >= val["fp"]
+    assert partial["steps"]["heldout"] >= held["n"]
+    assert insp.partial_threshold == partial["threshold"]
+    if gate["kind"] == "inspector":
+        assert gate["partial_threshold"] == partial["threshold"]
+    write_gate(folder, {"kind": "inspector", "path": "inspector", "threshold": insp.threshold,
+                        "partial_threshold": 0.75})
+    loaded = Aligner.from_pretrained(folder).gate
+    assert isinstance(loaded, Inspector) and loaded.partial_threshold == 0.75
 
 
 def test_head_inspector_on_fewer_layers_reads_that_layer_and_round_trips(tmp_path, tiny_model_dir):

@@ -206,3 +206,27 @@ def test_guided_correction_of_whole_answers_continues_from_the_corrected_prefix(
     out = correct_by_sentence(aligner, [(SAFE_Q, SAFE_A)], "guided", continue_batch=continue_batch, max_rounds=2)
     assert out[0]["text"] == "I do not know." and out[0]["restarts"] == 2
     assert asked == [(SAFE_Q, "I do not know.")] * 2
+
+
+def test_the_sentence_template_path_honours_the_gate_and_its_partial_line(sentence_aligner, tiny_model_dir):
+    """A gate whose head is zero scores every answer sigmoid(-5) ~ 0.0067: below a partial line of 0.5 each
+    streamed sentence passes undecoded (the harmful answer too: the gate decides), above it each is revised."""
+    import torch
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    from lightalign.aligner.inspector import Inspector, inspect_template
+
+    model = AutoModelForSequenceClassification.from_pretrained(tiny_model_dir, num_labels=1)
+    tok = AutoTokenizer.from_pretrained(tiny_model_dir)
+    model.config.pad_token_id = tok.pad_token_id
+    torch.nn.init.zeros_(model.score.weight)
+    gate = Inspector(model, tok, inspect_template("inspect-plain"), 64, logit_bias=-5.0, threshold=0.001,
+                     partial_threshold=0.5)
+    sentence_aligner.gate = gate
+    try:
+        assert "".join(sentence_aligner.stream(HARMFUL_Q, chunks(HARMFUL_A))) == HARMFUL_A
+        assert not sentence_aligner.correct_batch([(HARMFUL_Q, HARMFUL_A)])[0].gate_passed  # whole: the low line
+        gate.partial_threshold = 0.002
+        assert "".join(sentence_aligner.stream(HARMFUL_Q, chunks(HARMFUL_A))) == REFUSAL
+    finally:
+        sentence_aligner.gate = None

@@ -200,3 +200,27 @@ def test_small_real_track_runs_end_to_end(real_small_track, capsys):
     # a second run reuses every stage
     assert main([*SMALL_TRACK, "--dir", str(root)]) == 0
     assert "training" not in capsys.readouterr().out
+
+
+def test_small_real_track_safety_share_sweep(real_small_track, capsys):
+    """`lightalign lab --real --until sweep`: one more SFT adapter per share, the track's own share reused,
+    every point on the refusal / over-refusal plane; a smaller share's harmful rows are a subset of the
+    track's; a second run trains nothing."""
+    from lightalign.cli import main
+    from lightalign.io import read_jsonl
+
+    root, _ = real_small_track
+    assert main([*SMALL_TRACK, "sweep_shares=[0.1]", "--dir", str(root), "--until", "sweep"]) == 0
+    capsys.readouterr()
+    sweep = json.loads((root / "sweep" / "sweep.json").read_text())
+    assert [p["share"] for p in sweep["points"]] == [0.1, 0.2]
+    for p in sweep["points"]:
+        for key in ("harmbench_refusal", "over_refusal", "benign_answered"):
+            assert 0 <= p[key]["lo"] <= p[key]["mean"] <= p[key]["hi"] <= 1
+    assert (root / "sweep" / "tradeoff.png").stat().st_size > 0
+    assert (root / "sweep" / "share_10" / "adapter" / "adapter_model.safetensors").exists()
+    small = {r["prompt"] for r in read_jsonl(root / "sweep" / "share_10" / "sft.jsonl") if r["kind"] == "harmful"}
+    track = {r["prompt"] for r in read_jsonl(root / "train" / "sft.jsonl") if r["kind"] == "harmful"}
+    assert small and small < track
+    assert main([*SMALL_TRACK, "sweep_shares=[0.1]", "--dir", str(root), "--until", "sweep"]) == 0
+    assert "training" not in capsys.readouterr().out

@@ -4,7 +4,8 @@
 trained on sets that differ only in the share of harmful rows (the benign rows stay; the harmful rows of
 a smaller share are a subset of a larger one's), each adapter is evaluated on the same held-out prompts,
 and the points go on the HarmBench-refusal / over-refusal plane (sweep/tradeoff.png, sweep/sweep.json).
-The track's own share reuses its SFT adapter. Outside `make real`'s time budget: each point is one more
+The shares are `sweep_shares` plus the track's own `safety_share`, whose point reuses its SFT adapter; a
+share already trained is not trained again. Outside `make real`'s time budget: each point is one more
 SFT run.
 """
 
@@ -15,9 +16,6 @@ from pathlib import Path
 from lightalign.io import read_jsonl, write_json, write_jsonl
 from lightalign.lab.cache import build_atomically, read_key, stage_key
 from lightalign.lab.training import run_recipe
-
-SHARES = (0.03, 0.1, 0.3)
-
 
 def share_name(share: float) -> str:
     return f"share_{round(share * 100):02d}"
@@ -32,7 +30,7 @@ def stage_sweep(cfg, root: Path, log=print) -> dict:
 
     out = root / "sweep"
     adapters = {}
-    for share in SHARES:
+    for share in sorted({*cfg.sweep_shares, cfg.safety_share}):
         if share == cfg.safety_share:
             adapters[share] = root / "adapters" / "sft"
             continue

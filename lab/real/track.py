@@ -42,12 +42,16 @@ class TrackConfig:
     eval_max_new_tokens: int = 32  # every system's replies in the report (a refusal shows in its first sentence)
     eval_sample: int = 0          # >0: evaluate on a fixed stratified sample of this many prompts (for tuning)
     batch_size: int = 128
+    sweep_shares: tuple[float, ...] = (0.03, 0.1, 0.3)  # the opt-in sweep's SFT shares (+ safety_share, already trained)
     quick: bool = False           # a wiring check: a few prompts and steps (the test suite)
 
     def validate(self):
         for name in ("safety_share", "aligner_share", "eval_share"):
             if not 0 <= getattr(self, name) < 1:
                 raise ValueError(f"{name} must be in [0, 1), got {getattr(self, name)}")
+        for share in self.sweep_shares:
+            if not 0 <= share < 1:
+                raise ValueError(f"sweep_shares must be in [0, 1), got {share}")
         for name in ("max_new_tokens", "probe_new_tokens", "eval_max_new_tokens", "batch_size"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
