@@ -327,8 +327,9 @@ def load_gate(aligner, folder: str | None, saved: dict, gate=True, threshold: fl
 def line(gate, partial: bool = False) -> float:
     """The score at and above which an answer is corrected: `threshold` for whole answers; for answers still
     being written the saved partial threshold, never below the whole-answer one (which a user may raise)."""
-    if partial and gate.partial_threshold is not None:
-        return max(gate.threshold, gate.partial_threshold)
+    partial_threshold = getattr(gate, "partial_threshold", None)  # a gate of the user's own may have none
+    if partial and partial_threshold is not None:
+        return max(gate.threshold, partial_threshold)
     return gate.threshold
 
 
