@@ -17,6 +17,7 @@ from lightalign.io import read_jsonl, write_json, write_jsonl
 from lightalign.lab.cache import build_atomically, read_key, stage_key
 from lightalign.lab.training import run_recipe
 
+
 def share_name(share: float) -> str:
     return f"share_{round(share * 100):02d}"
 
