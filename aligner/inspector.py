@@ -302,9 +302,8 @@ def load_gate(aligner, folder: str | None, saved: dict, gate=True, threshold: fl
     if kind not in GATE_KINDS:
         raise UserError(f"{folder}: aligner_config.json gate.kind must be one of {', '.join(GATE_KINDS)}, got {kind!r}")
     if threshold is None:
-        threshold = spec.get("threshold")
-    partial = spec.get("partial_threshold")
-    partial = None if partial is None else float(partial)
+        threshold = _number(folder, spec, "threshold")
+    partial = _number(folder, spec, "partial_threshold")
     if kind == "copy_prob":
         if aligner.model is None:
             print(f"{folder}: the copy_prob gate needs the native engine; correcting without a gate",
@@ -322,6 +321,16 @@ def load_gate(aligner, folder: str | None, saved: dict, gate=True, threshold: fl
     return Inspector.from_pretrained(path, device=device, allow_pickle=allow_pickle,
                                      threshold=None if threshold is None else float(threshold),
                                      partial_threshold=partial)
+
+
+def _number(folder, spec: dict, key: str) -> float | None:
+    """A gate entry's number from aligner_config.json, or a one-line error naming it."""
+    value = spec.get(key)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise UserError(f"{folder}: aligner_config.json gate.{key} must be a finite number, got {value!r}")
+    return float(value)
 
 
 def line(gate, partial: bool = False) -> float:

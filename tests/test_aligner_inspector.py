@@ -314,3 +314,12 @@ def test_aligner_recipe_trains_its_inspector(tmp_path, tiny_model_dir):
     recipe["inspector"]["tresh"] = 0.3
     path.write_text(yaml.safe_dump(recipe))
     assert main(["train", str(path)]) == 2
+
+
+def test_a_gate_threshold_that_is_not_a_number_is_refused_naming_it(gated_aligner):
+    from lightalign.errors import UserError
+
+    write_gate(gated_aligner, {"kind": "inspector", "path": "inspector", "threshold": 0.5,
+                               "partial_threshold": "high"})
+    with pytest.raises(UserError, match="gate.partial_threshold"):
+        Aligner.from_pretrained(gated_aligner)
