@@ -26,6 +26,10 @@ from lightalign.training.sections import (DataSection, LoraSection, ModelSection
 class DpoSection:
     beta: float = 0.1
     loss_type: str = "sigmoid"
+    # RPO (Pang et al. 2024): add rpo_alpha x the chosen reply's token NLL to the preference loss, so the
+    # policy keeps writing what it is shown as chosen instead of only pushing the rejected reply down.
+    # TRL's loss_type ["<loss_type>", "sft"] with loss_weights [1, rpo_alpha]; 0 is plain DPO.
+    rpo_alpha: float = 0.0
     # Reference log-probs once before training instead of one extra forward per step. Exact while the
     # reference is frozen, which it always is here.
     precompute_ref_log_probs: bool = False
@@ -34,6 +38,14 @@ class DpoSection:
     def validate(self):
         if self.beta <= 0:
             raise ValueError(f"dpo.beta must be > 0, got {self.beta}")
+        if not 0 <= self.rpo_alpha <= 100:
+            raise ValueError(f"dpo.rpo_alpha must be in [0, 100], got {self.rpo_alpha}")
+
+    def losses(self) -> dict:
+        """TRL's loss_type / loss_weights for this section."""
+        if not self.rpo_alpha:
+            return {"loss_type": [self.loss_type]}
+        return {"loss_type": [self.loss_type, "sft"], "loss_weights": [1.0, self.rpo_alpha]}
 
 
 @dataclass
@@ -66,7 +78,7 @@ def build_trainer(cfg: Config, resume_from: str | None = None, callbacks=()):
     model, peft_config = policy.build_policy(cfg, tokenizer)
     args = runs.training_arguments(
         cfg.training, runs.checkpoint_dir(cfg.output_dir), dtype, DPOConfig,
-        max_length=cfg.data.max_length, beta=cfg.dpo.beta, loss_type=[cfg.dpo.loss_type],
+        max_length=cfg.data.max_length, beta=cfg.dpo.beta, **cfg.dpo.losses(),
         precompute_ref_log_probs=cfg.dpo.precompute_ref_log_probs, trust_remote_code=cfg.model.trust_remote_code,
     )
     commit, recorder = runs.make_callbacks(resume_from)

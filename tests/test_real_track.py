@@ -208,12 +208,13 @@ def test_small_real_track_safety_share_sweep(real_small_track, capsys):
     track's; a second run trains nothing."""
     from lightalign.cli import main
     from lightalign.io import read_jsonl
+    from lightalign.lab.real.track import TrackConfig
 
     root, _ = real_small_track
     assert main([*SMALL_TRACK, "sweep_shares=[0.1]", "--dir", str(root), "--until", "sweep"]) == 0
     capsys.readouterr()
     sweep = json.loads((root / "sweep" / "sweep.json").read_text())
-    assert [p["share"] for p in sweep["points"]] == [0.1, 0.2]
+    assert [p["share"] for p in sweep["points"]] == [0.1, TrackConfig().safety_share]
     for p in sweep["points"]:
         for key in ("harmbench_refusal", "over_refusal", "benign_answered"):
             assert 0 <= p[key]["lo"] <= p[key]["mean"] <= p[key]["hi"] <= 1

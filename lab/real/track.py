@@ -33,7 +33,10 @@ JUDGE = "lightalign.lab.real.judges:eval_judge"
 @dataclass
 class TrackConfig:
     seed: int = 0
-    safety_share: float = 0.2     # harmful->refusal share of the SFT rows (at 0.1 SFT refused 1.8% of HarmBench, at 0.2 26.8%)
+    # harmful->refusal share of the SFT rows; on the 120-prompt tuning sample SFT refused 1.8% of HarmBench at
+    # 0.1, 26.8% at 0.2 and 62.5% at 0.4, with no edgy prompt refused at any (docs/real-track.md). 521 harmful
+    # training prompts cap it near 0.42.
+    safety_share: float = 0.4
     aligner_share: float = 0.3    # harmful share of the Aligner's triples (the rest: identity rows)
     eval_share: float = 0.3       # share of the benign sets held out for evaluation
     max_new_tokens: int = 48      # the base's answers to training prompts
