@@ -153,6 +153,10 @@ def stage_answers(cfg: TrackConfig, root: Path, log=print) -> dict:
         refused = sum(is_refusal(r["answer"]) for r in harmful)
         log(f"[answers] base refused {refused}/{len(harmful)} harmful training prompts; "
             f"{ {k: len(v) for k, v in sets.items()} }")
+        share = sum(r["kind"] == "harmful" for r in sets["sft"]) / max(1, len(sets["sft"]))
+        if share < cfg.safety_share - 0.005:  # every harmful prompt is in and the share still falls short
+            log(f"[answers] safety_share={cfg.safety_share} asks for more harmful rows than the track has: "
+                f"SFT gets all {len(harmful)}, {share:.1%} of its rows")
         return {"base_refused_harmful": refused, **{k: len(v) for k, v in sets.items()}}
 
     key = stage_key("real-answers", read_key(root / "data"), cfg.max_new_tokens, cfg.safety_share, cfg.aligner_share,
